@@ -1,0 +1,44 @@
+# Two commands: `make run` and `make test`. Everything else is set up by them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+KINESALITE := .tools/node_modules/.bin/kinesalite
+KINESALITE_VERSION := 3.3.3
+
+.PHONY: setup run test test-fast lint bench clean kinesalite
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# kinesalite (npm) is the second, independent Kinesis-API implementation. Tests that
+# need it skip with a clear reason when Node.js is missing.
+kinesalite: $(KINESALITE)
+$(KINESALITE):
+	@if command -v npm >/dev/null 2>&1; then \
+		mkdir -p .tools && npm install --silent --no-audit --no-fund --prefix .tools kinesalite@$(KINESALITE_VERSION) ; \
+	else echo "npm not found: kinesalite tests will be skipped"; fi
+
+run: setup
+	$(VENV)/bin/spoolship up
+
+test: setup kinesalite
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check spooler receiver tailer spoolship tests bench
+
+bench: setup kinesalite
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .hypothesis spool

@@ -1,0 +1,1 @@
+"""Flask + waitress HTTP ingest: validate, append to the spool, answer fast."""

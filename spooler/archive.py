@@ -1,0 +1,66 @@
+"""Archiving fully shipped segments instead of deleting them, so they can be replayed.
+
+The archive is written next to its final name and renamed into place after an
+fsync; only then is the spool's copy unlinked, so a crash leaves the segment in
+the spool (shipped again at worst), never in neither place. Pruning keeps the
+archive under a byte budget and an age, oldest first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .fsutil import fsync_dir
+
+__all__ = ["archive_segment", "prune_archive"]
+
+_COPY_BYTES = 1024 * 1024
+
+
+def archive_segment(segment_path: Path, archive_dir: Path, *, compress: bool = True) -> Path:
+    """Move a sealed segment into ``archive_dir`` (gzipped by default); return its new path."""
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    final = archive_dir / (segment_path.name + (".gz" if compress else ""))
+    tmp = final.with_name("." + final.name + ".tmp")
+    with open(segment_path, "rb") as src, open(tmp, "wb") as raw:
+        if compress:
+            with gzip.GzipFile(filename=segment_path.name, mode="wb", fileobj=raw, compresslevel=6) as gz:
+                shutil.copyfileobj(src, gz, _COPY_BYTES)
+        else:
+            shutil.copyfileobj(src, raw, _COPY_BYTES)
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, final)
+    fsync_dir(archive_dir)
+    segment_path.unlink()
+    fsync_dir(segment_path.parent)
+    return final
+
+
+def prune_archive(archive_dir: Path, *, max_bytes: int | None, max_age_seconds: float | None) -> list[Path]:
+    """Delete the oldest archives past the age or byte budget; return what was removed."""
+    if not archive_dir.is_dir():
+        return []
+    files = []
+    for path in archive_dir.iterdir():
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        st = path.stat()
+        files.append((st.st_mtime, st.st_size, path))
+    files.sort()
+    now = time.time()
+    total = sum(size for _, size, _ in files)
+    removed = []
+    for mtime, size, path in files:
+        too_old = max_age_seconds is not None and now - mtime > max_age_seconds
+        too_big = max_bytes is not None and total > max_bytes
+        if not (too_old or too_big):
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed

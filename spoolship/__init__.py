@@ -1,0 +1,1 @@
+"""The `spoolship` command: joins the receiver and the tailer into one tool."""

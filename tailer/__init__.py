@@ -1,0 +1,1 @@
+"""Follow the spool, ship lines to Kinesis, checkpoint, delete only what is acknowledged."""
