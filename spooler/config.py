@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 __all__ = [
@@ -29,7 +29,7 @@ CAPACITY_RECHECK_SECONDS = 0.05
 RETRY_AFTER_SECONDS = 1.0
 
 
-class FsyncPolicy(str, Enum):
+class FsyncPolicy(StrEnum):
     """When appended bytes are forced to the disk (see docs/spool-format.md)."""
 
     NEVER = "never"

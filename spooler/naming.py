@@ -30,7 +30,7 @@ CREATING_PREFIX = ".creating-"
 SEQ_DIGITS = 8
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_NAME_RE = re.compile(r"^(?P<writer>[A-Za-z0-9_.-]+)-(?P<seq>\d{%d,})(?P<suffix>\.active|\.ndjson)$" % SEQ_DIGITS)
+_NAME_RE = re.compile(rf"^(?P<writer>[A-Za-z0-9_.-]+)-(?P<seq>\d{{{SEQ_DIGITS},}})(?P<suffix>\.active|\.ndjson)$")
 
 
 def _base36(number: int) -> str:

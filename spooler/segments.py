@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from .fsutil import fsync_dir
@@ -21,7 +21,7 @@ from .naming import SegmentName, parse_segment_name
 __all__ = ["Segment", "SegmentState", "list_segments", "probe_state", "seal_orphan"]
 
 
-class SegmentState(str, Enum):
+class SegmentState(StrEnum):
     ACTIVE = "active"
     ORPHANED = "orphaned"
     SEALED = "sealed"

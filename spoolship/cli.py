@@ -28,8 +28,11 @@ def _not_built(name: str, issue: str) -> click.Command:
     return stub
 
 
+from .commands.receive import receive  # noqa: E402
+
+main.add_command(receive)
+
 for _name, _issue in [
-    ("receive", "receiver"),
     ("tail", "tailer"),
     ("replay", "replay"),
     ("status", "status"),

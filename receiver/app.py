@@ -1,0 +1,191 @@
+"""The Flask app: ``POST /v1/events`` → validate → one spool append → 201.
+
+A request's path: CORS and API key checks, body decoding (gzip within a cap),
+parsing into events, schema validation of all of them, stamping, one
+``SpoolWriter.append`` of the whole batch, and a 201 built from constant bytes.
+Nothing on this path touches the network or an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from flask import Flask, Response, request
+from prometheus_client import CONTENT_TYPE_LATEST
+from werkzeug.exceptions import HTTPException
+
+from spooler import AppendRefused, SpoolWriter, WriterConfig, new_writer_id
+
+from .auth import ApiKeys
+from .body import BodyLimits, decode_body, media_type, parse_events
+from .config import ReceiverConfig
+from .cors import CorsPolicy
+from .errors import ApiError, TooLarge, Unavailable
+from .metrics import ReceiverMetrics
+from .openapi import build_openapi
+from .stamping import IdGenerator, format_received_at
+from .validation import EventValidator
+
+__all__ = ["ReceiverState", "create_app", "writer_config"]
+
+log = logging.getLogger(__name__)
+JSON_TYPE = "application/json"
+_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+
+@dataclass
+class ReceiverState:
+    """Everything a request needs, built once per worker."""
+
+    config: ReceiverConfig
+    writer: SpoolWriter
+    validator: EventValidator
+    cors: CorsPolicy
+    keys: ApiKeys | None
+    metrics: ReceiverMetrics
+    limits: BodyLimits
+    ids: IdGenerator = field(default_factory=IdGenerator)
+    draining: bool = False
+
+
+def writer_config(config: ReceiverConfig, worker: str | int = "0") -> WriterConfig:
+    return WriterConfig(
+        spool_dir=config.spool_dir,
+        writer_id=new_writer_id(worker),
+        segment_bytes=config.segment_bytes,
+        segment_age_seconds=config.segment_age_seconds,
+        max_spool_bytes=config.max_spool_bytes,
+        min_free_bytes=config.min_free_bytes,
+        fsync=config.fsync,
+        fsync_interval_seconds=config.fsync_interval_seconds,
+    )
+
+
+def create_app(config: ReceiverConfig, writer: SpoolWriter | None = None) -> Flask:
+    """Build an isolated receiver app (its own writer, metrics and validator)."""
+    state = ReceiverState(
+        config=config,
+        writer=writer or SpoolWriter(writer_config(config)),
+        validator=EventValidator.from_file(config.schema_file),
+        cors=CorsPolicy(config.cors_origins),
+        keys=ApiKeys(config.api_key_file) if config.api_key_file else None,
+        metrics=ReceiverMetrics(),
+        limits=BodyLimits(config.max_inflated_bytes, config.max_event_bytes, config.max_events, config.max_depth),
+    )
+    app = Flask("spoolship.receiver")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["spoolship"] = state
+    openapi_body = orjson.dumps(build_openapi(config))
+    _register_routes(app, state, openapi_body)
+    _register_error_handlers(app, state)
+    return app
+
+
+def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> None:
+    metrics = state.metrics
+
+    @app.post("/v1/events", provide_automatic_options=False)
+    def post_events() -> Response:
+        started = time.perf_counter()
+        cors_headers = state.cors.headers_for(request.headers.get("Origin"))
+        if state.keys is not None:
+            state.keys.check(request.headers.get("Authorization"), request.headers.get("X-Api-Key"))
+        kind = media_type(request.headers.get("Content-Type"))
+        body = decode_body(request.get_data(cache=False), request.headers.get("Content-Encoding"), state.limits)
+        events = parse_events(body, kind, state.limits)
+        state.validator.validate(events)
+        data = _serialize(events, state)
+        sync = request.args.get("sync") in ("1", "true") or request.headers.get("X-Spoolship-Sync") == "1"
+        try:
+            state.writer.append(data, sync=sync)
+        except AppendRefused as exc:
+            raise Unavailable(str(exc), exc.retry_after_seconds) from None
+        metrics.events_accepted.inc(len(events))
+        metrics.bytes_accepted.inc(len(data))
+        metrics.request_seconds.observe(time.perf_counter() - started)
+        response = Response(b'{"accepted":%d}' % len(events), status=201, content_type=JSON_TYPE)
+        if cors_headers:
+            response.headers.update(cors_headers)
+        return response
+
+    @app.route("/v1/events", methods=["OPTIONS"], provide_automatic_options=False)
+    def preflight() -> Response:
+        headers = state.cors.preflight_headers(request.headers.get("Origin"))
+        return Response(b"", status=204, headers=headers)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response(b'{"status":"ok"}', status=200, content_type=JSON_TYPE)
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        reason = "shutting down" if state.draining else state.writer.refusal()
+        metrics.ready.set(0 if reason else 1)
+        if reason:
+            error = Unavailable(reason, 1.0)
+            return Response(orjson.dumps({"status": "unready", "reason": reason}), status=503,
+                            content_type=JSON_TYPE, headers=error.headers())
+        return Response(b'{"status":"ready"}', status=200, content_type=JSON_TYPE)
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        stats = state.writer.stats()
+        metrics.spool_bytes.set(stats.spool_bytes)
+        metrics.spool_free_bytes.set(stats.free_bytes)
+        return Response(metrics.exposition(), status=200, content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return Response(openapi_body, status=200, content_type=JSON_TYPE)
+
+
+def _serialize(events: list[dict], state: ReceiverState) -> bytes:
+    """Stamp and serialize the events as compact NDJSON, checking each event's size."""
+    config = state.config
+    if config.stamp:
+        now = time.time()
+        received_at = format_received_at(now)
+        id_field, at_field = config.id_field, config.received_at_field
+        missing = [e for e in events if id_field not in e]
+        for event, new_id in zip(missing, state.ids.new_ids(len(missing), int(now * 1000)), strict=True):
+            event[id_field] = new_id
+        for event in events:
+            event[at_field] = received_at
+    lines = [orjson.dumps(e, option=_APPEND_NEWLINE) for e in events]
+    limit = config.max_event_bytes
+    too_big = [{"index": i, "bytes": len(line) - 1} for i, line in enumerate(lines) if len(line) - 1 > limit]
+    if too_big:
+        raise TooLarge(f"events larger than {limit} bytes", errors=too_big[:100])
+    return b"".join(lines)
+
+
+def _register_error_handlers(app: Flask, state: ReceiverState) -> None:
+    def respond(error: ApiError) -> Response:
+        state.metrics.requests_rejected.labels(error.code).inc()
+        response = Response(error.body(), status=error.status, content_type=JSON_TYPE)
+        response.headers.update(error.headers())
+        origin = request.headers.get("Origin")
+        if state.cors.enabled and origin and error.status != 403:
+            response.headers.update(state.cors.headers_for(origin))
+        return response
+
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError) -> Response:
+        return respond(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        generic = ApiError(error.description or error.name)
+        generic.status = error.code or 400
+        generic.code = error.name.lower().replace(" ", "_")
+        if error.code == 413:
+            generic = TooLarge(f"request body exceeds {state.config.max_body_bytes} bytes")
+        return respond(generic)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unexpected error", extra={"path": request.path})
+        return respond(ApiError("internal error; it has been logged"))

@@ -1,0 +1,155 @@
+"""Serving one receiver worker with waitress, and stopping it without losing a request.
+
+SIGTERM (or SIGINT): ``/readyz`` turns 503 at once; after ``shutdown_delay`` the
+listening socket closes; requests in flight and queued finish (bounded by
+``shutdown_timeout``); then the waitress loop ends, the writer seals its active
+segment, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+import warnings
+
+import orjson
+from flask import Flask
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ErrorTask
+
+from spooler import SpoolWriter
+
+from .app import ReceiverState, create_app, writer_config
+from .config import ReceiverConfig
+
+__all__ = ["bind_socket", "serve"]
+
+log = logging.getLogger(__name__)
+# One send() for headers and body (waitress's default flushes the headers alone first).
+SEND_BYTES = 65536
+CHANNEL_TIMEOUT_SECONDS = 30
+LISTEN_BACKLOG = 2048
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+class _JsonErrorTask(ErrorTask):
+    """waitress's own errors (body over the limit, malformed request line, ...) as JSON too."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        code = {413: "too_large", 431: "headers_too_large"}.get(error.code, "bad_request")
+        body = orjson.dumps({"error": code, "message": f"{error.reason}: {error.body}"})
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _JsonErrorChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask
+
+
+class _GracefulStop:
+    """Turns a signal into: unready → (delay) → stop accepting → drain → end the loop."""
+
+    def __init__(self, server, state: ReceiverState, config: ReceiverConfig) -> None:
+        self._server = server
+        self._state = state
+        self._config = config
+        self._started = threading.Event()
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        if self._started.is_set():
+            return
+        self._started.set()
+        self._state.draining = True
+        log.info("receiver stopping", extra={"signal": signal.Signals(signum).name})
+        threading.Thread(target=self._drain, name="receiver-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        time.sleep(self._config.shutdown_delay_seconds)
+        self._server.pull_trigger_thunk(self._stop_accepting)
+        deadline = time.monotonic() + self._config.shutdown_timeout_seconds
+        while time.monotonic() < deadline and self._busy():
+            time.sleep(0.02)
+        if self._busy():
+            log.warning("receiver drain timed out with requests in flight")
+        self._server.pull_trigger_thunk(self._close_all)
+
+    def _busy(self) -> bool:
+        dispatcher = self._server.task_dispatcher
+        if dispatcher.queue or dispatcher.active_count > 0:
+            return True
+        return any(ch.requests or ch.total_outbufs_len for ch in list(self._server.active_channels.values()))
+
+    def _stop_accepting(self) -> None:
+        self._server.accepting = False
+        self._server.del_channel()
+        self._server.socket.close()
+
+    def _close_all(self) -> None:
+        for dispatcher in list(self._server._map.values()):
+            dispatcher.close()
+
+
+def make_server(app: Flask, sock: socket.socket, config: ReceiverConfig):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # send_bytes: still the only knob for this
+        server = create_server(
+            app,
+            sockets=[sock],
+            threads=config.threads,
+            send_bytes=SEND_BYTES,
+            ident="spoolship",
+            channel_timeout=CHANNEL_TIMEOUT_SECONDS,
+            max_request_body_size=2 * config.max_body_bytes,
+            expose_tracebacks=False,
+            backlog=LISTEN_BACKLOG,
+        )
+
+    server.channel_class = _JsonErrorChannel
+
+    def pull_trigger_thunk(thunk) -> None:
+        server.trigger.pull_trigger(thunk)
+
+    server.pull_trigger_thunk = pull_trigger_thunk
+    return server
+
+
+def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socket | None = None) -> int:
+    """Run one worker until SIGTERM/SIGINT; return the exit code."""
+    writer = SpoolWriter(writer_config(config, worker))
+    try:
+        app = create_app(config, writer=writer)
+        state: ReceiverState = app.extensions["spoolship"]
+        if sock is None:
+            sock = bind_socket(config.host, config.port, reuse_port=config.workers > 1)
+        server = make_server(app, sock, config)
+        stopper = _GracefulStop(server, state, config)
+        signal.signal(signal.SIGTERM, stopper.on_signal)
+        signal.signal(signal.SIGINT, stopper.on_signal)
+        host, port = sock.getsockname()[:2]
+        log.info("receiver listening", extra={"host": host, "port": port, "worker": str(worker),
+                                              "writer": writer.config.writer_id, "threads": config.threads})
+        server.run()
+        server.task_dispatcher.shutdown(cancel_pending=False, timeout=config.shutdown_timeout_seconds)
+    finally:
+        writer.close()
+    log.info("receiver stopped", extra={"worker": str(worker), "writer": writer.config.writer_id})
+    return 0

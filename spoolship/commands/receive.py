@@ -1,0 +1,101 @@
+"""`spoolship receive`: run the HTTP receiver (one process, or a supervisor of N workers)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from receiver.config import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_INFLATED_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+    DEFAULT_THREADS,
+    ReceiverConfig,
+)
+from receiver.validation import EventValidator, SchemaError
+from spooler import FsyncPolicy
+from spooler.config import (
+    DEFAULT_FSYNC_INTERVAL_SECONDS,
+    DEFAULT_MAX_SPOOL_BYTES,
+    DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_SEGMENT_AGE_SECONDS,
+    DEFAULT_SEGMENT_BYTES,
+)
+
+from ..logs import configure_logging
+from ..params import COMMAND_SETTINGS, DURATION, SIZE, option
+
+__all__ = ["receive", "worker_main"]
+
+
+def worker_main(config: ReceiverConfig, index: int, log_level: str = "info") -> None:
+    """Entry point of one spawned worker process."""
+    from receiver.server import serve
+
+    configure_logging(log_level)
+    sys.exit(serve(config, worker=index))
+
+
+@click.command(context_settings=COMMAND_SETTINGS)
+@option("--spool-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Spool directory on a local disk (created if missing).")
+@option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 in a container).")
+@option("--port", type=int, default=DEFAULT_PORT, help="Port to listen on (0 = any free port).")
+@option("--schema", "schema_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="JSON Schema every event must match (default: any JSON object).")
+@option("--workers", type=click.IntRange(min=1), default=1, help="Processes sharing the port.")
+@option("--threads", type=click.IntRange(min=1), default=DEFAULT_THREADS, help="Threads per worker.")
+@option("--segment-bytes", type=SIZE, default=DEFAULT_SEGMENT_BYTES, help="Seal a segment at this size.")
+@option("--segment-age", "segment_age_seconds", type=DURATION, default=DEFAULT_SEGMENT_AGE_SECONDS,
+              help="Seal a segment at this age (seconds).")
+@option("--max-spool-bytes", type=SIZE, default=DEFAULT_MAX_SPOOL_BYTES,
+              help="Refuse appends (503) past this many bytes of segments.")
+@option("--min-free-bytes", type=SIZE, default=DEFAULT_MIN_FREE_BYTES,
+              help="Refuse appends (503) when the disk has less free space.")
+@option("--fsync", type=click.Choice([p.value for p in FsyncPolicy]), default=FsyncPolicy.INTERVAL.value,
+              help="When appends are forced to disk.")
+@option("--fsync-interval", "fsync_interval_seconds", type=DURATION, default=DEFAULT_FSYNC_INTERVAL_SECONDS,
+              help="Seconds between fsyncs with --fsync interval.")
+@option("--api-key-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="File of accepted API keys, one per line; requests without one get 401.")
+@option("--cors-origin", "cors_origins", multiple=True,
+              help="Origin allowed to post from a browser (repeatable, or *).")
+@option("--stamp/--no-stamp", default=True, help="Add a unique _id and _received_at to each event.")
+@option("--id-field", default="_id", help="Field for the event id (a client-sent one is kept).")
+@option("--received-at-field", default="_received_at", help="Field for the receive time.")
+@option("--max-body-bytes", type=SIZE, default=DEFAULT_MAX_BODY_BYTES, help="Largest request body.")
+@option("--max-inflated-bytes", type=SIZE, default=DEFAULT_MAX_INFLATED_BYTES,
+              help="Largest body after gzip inflation.")
+@option("--max-event-bytes", type=SIZE, default=DEFAULT_MAX_EVENT_BYTES, help="Largest single event.")
+@option("--max-events", type=click.IntRange(min=1), default=DEFAULT_MAX_EVENTS,
+              help="Most events in one request.")
+@option("--max-depth", type=click.IntRange(min=1), default=DEFAULT_MAX_DEPTH,
+              help="Deepest JSON nesting in an event.")
+@option("--shutdown-delay", "shutdown_delay_seconds", type=DURATION, default=0.0,
+              help="After SIGTERM, keep serving (unready) this long before draining.")
+@option("--shutdown-timeout", "shutdown_timeout_seconds", type=DURATION,
+              default=DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, help="Longest wait for requests in flight.")
+@option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+def receive(log_level: str, **options) -> None:
+    """Run the HTTP receiver: validate events, append them to the spool, answer 201."""
+    configure_logging(log_level)
+    try:
+        config = ReceiverConfig(**options)
+        EventValidator.from_file(config.schema_file)  # fail at start, not per request
+    except (SchemaError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if config.workers == 1:
+        from receiver.server import serve
+
+        sys.exit(serve(config))
+    import functools
+
+    from receiver.supervisor import Supervisor
+
+    sys.exit(Supervisor(config, functools.partial(worker_main, log_level=log_level)).run())

@@ -1,0 +1,103 @@
+"""The receiver as real processes: SIGTERM under load, --workers 2, kill -9 of a worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import requests
+
+from spooler import SegmentState, list_segments
+from tests.helpers import spool_events, start_receiver
+
+
+class Load:
+    """Clients posting numbered events until stopped; remembers every 201."""
+
+    def __init__(self, url: str, clients: int = 4, keepalive: bool = True) -> None:
+        self.url = url
+        self.headers = {} if keepalive else {"Connection": "close"}
+        self.acknowledged: set[str] = set()
+        self.statuses: dict[int, int] = {}
+        self.errors = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(c,), daemon=True) for c in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, client: int) -> None:
+        session = requests.Session()
+        n = 0
+        while not self._stop.is_set():
+            event_id = f"c{client}-{n}"
+            n += 1
+            try:
+                r = session.post(self.url + "/v1/events", json={"_id": event_id, "client": client},
+                                 headers=self.headers, timeout=10)
+            except requests.RequestException:
+                with self._lock:
+                    self.errors += 1
+                session = requests.Session()
+                time.sleep(0.01)
+                continue
+            with self._lock:
+                self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
+                if r.status_code == 201:
+                    self.acknowledged.add(event_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def test_sigterm_under_load_finishes_requests_seals_and_exits_zero(spool_dir):
+    proc, url = start_receiver(spool_dir, "--threads", "4")
+    load = Load(url)
+    time.sleep(1.0)
+    assert proc.stop(signal.SIGTERM) == 0
+    load.stop()
+    assert load.acknowledged, "the load got some 201s"
+    assert all(code in (201,) for code in load.statuses), load.statuses
+    ids = [e["_id"] for e in spool_events(spool_dir)]
+    assert load.acknowledged <= set(ids), "every acknowledged event is in the spool"
+    assert len(ids) == len(set(ids))
+    assert {s.state for s in list_segments(spool_dir)} == {SegmentState.SEALED}
+
+
+def test_two_workers_share_the_port_restart_after_kill9_and_seal_on_sigterm(spool_dir):
+    proc, url = start_receiver(spool_dir, "--workers", "2", "--threads", "4")
+    deadline = time.monotonic() + 30
+    while sum(1 for r in proc.logs if r.get("event") == "receiver listening") < 2:
+        assert time.monotonic() < deadline, "".join(proc.raw)
+        time.sleep(0.05)
+    load = Load(url, clients=6, keepalive=False)  # new connections spread over both workers
+    time.sleep(1.0)
+    parent = psutil.Process(proc.process.pid)
+    workers = [c for c in parent.children() if "spawn" in " ".join(c.cmdline())]
+    assert len(workers) == 2, [c.cmdline() for c in parent.children()]
+    os.kill(workers[0].pid, signal.SIGKILL)
+    proc.wait_for_log("receiver worker restarted", timeout=30)
+    while sum(1 for r in proc.logs if r.get("event") == "receiver listening") < 3:
+        assert time.monotonic() < deadline + 30, "".join(proc.raw)
+        time.sleep(0.05)
+    time.sleep(1.0)
+    # Both live workers take traffic: each writes its own segments.
+    metrics = requests.get(url + "/metrics", timeout=5).text
+    assert "spoolship_receiver_events_accepted_total" in metrics
+    assert proc.stop(signal.SIGTERM) == 0
+    load.stop()
+
+    writers = {s.name.writer for s in list_segments(spool_dir)}
+    assert len(writers) >= 3, f"two workers plus the restarted one wrote segments: {writers}"
+    states = {s.name.writer: s.state for s in list_segments(spool_dir)}
+    killed = [w for w, st in states.items() if st is SegmentState.ORPHANED]
+    assert len(killed) <= 1, "only the SIGKILLed worker leaves an orphan; the rest are sealed"
+    ids = [e["_id"] for e in spool_events(spool_dir)]
+    missing = load.acknowledged - set(ids)
+    assert not missing, f"{len(missing)} acknowledged events missing"
+    assert len(ids) == len(set(ids))
