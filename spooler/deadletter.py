@@ -22,12 +22,16 @@ DEAD_LETTER_DIR = "dead-letter"
 
 
 def write_dead_letter(
-    spool_dir: Path, segment_id: str, offset: int, blocks: Iterable[bytes], reason: str
+    spool_dir: Path, segment_id: str, offset: int, blocks: Iterable[bytes], reason: str, *, tag: str = ""
 ) -> Path:
-    """Store the bytes (given in blocks, so huge lines stay out of memory) and why."""
+    """Store the bytes (given in blocks, so huge lines stay out of memory) and why.
+
+    ``offset`` is where the bytes start in the segment, or where the range they
+    came from starts, with ``tag`` telling lines of that range apart.
+    """
     folder = Path(spool_dir) / DEAD_LETTER_DIR
     folder.mkdir(exist_ok=True)
-    stem = f"{segment_id}@{offset}"
+    stem = f"{segment_id}@{offset}" + (f"-{tag}" if tag else "")
     data_path = folder / f"{stem}.bin"
     tmp = data_path.with_name(data_path.name + ".tmp")
     length = 0
@@ -38,7 +42,8 @@ def write_dead_letter(
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, data_path)
-    meta = {"segment": segment_id, "offset": offset, "length": length, "reason": reason, "at": time.time()}
+    meta = {"segment": segment_id, "offset": offset, "tag": tag, "length": length, "reason": reason,
+            "at": time.time()}
     atomic_write_bytes(folder / f"{stem}.json", json.dumps(meta).encode())
     return data_path
 

@@ -10,6 +10,7 @@ and only then renames it into view, so no reader ever sees an unlocked
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -29,8 +30,12 @@ SEALED_SUFFIX = ".ndjson"
 CREATING_PREFIX = ".creating-"
 SEQ_DIGITS = 8
 
+_WRITERS_IN_THIS_PROCESS = itertools.count()
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_NAME_RE = re.compile(rf"^(?P<writer>[A-Za-z0-9_.-]+)-(?P<seq>\d{{{SEQ_DIGITS},}})(?P<suffix>\.active|\.ndjson)$")
+# A writer id never starts with "." or "-": hidden files (".creating-…") are never segments.
+_NAME_RE = re.compile(
+    rf"^(?P<writer>[A-Za-z0-9_][A-Za-z0-9_.-]*)-(?P<seq>\d{{{SEQ_DIGITS},}})(?P<suffix>\.active|\.ndjson)$"
+)
 
 
 def _base36(number: int) -> str:
@@ -45,10 +50,11 @@ def _base36(number: int) -> str:
 
 def new_writer_id(worker: str | int = "0", *, hostname: str | None = None) -> str:
     """A writer id unique per process: hostname, worker, pid and start time."""
-    host = _UNSAFE.sub("_", hostname if hostname is not None else socket.gethostname()) or "host"
+    host = _UNSAFE.sub("_", hostname if hostname is not None else socket.gethostname()).lstrip(".-") or "host"
     worker_part = _UNSAFE.sub("_", str(worker))
     started = _base36(time.time_ns() // 1000)
-    return f"{host}_w{worker_part}_p{os.getpid()}_{started}"
+    nth = next(_WRITERS_IN_THIS_PROCESS)
+    return f"{host}_w{worker_part}_p{os.getpid()}_{started}" + (f"_{nth}" if nth else "")
 
 
 @dataclass(frozen=True, order=True)

@@ -29,13 +29,15 @@ def _not_built(name: str, issue: str) -> click.Command:
 
 
 from .commands.receive import receive  # noqa: E402
+from .commands.status import status  # noqa: E402
+from .commands.tail import tail  # noqa: E402
 
 main.add_command(receive)
+main.add_command(tail)
+main.add_command(status)
 
 for _name, _issue in [
-    ("tail", "tailer"),
     ("replay", "replay"),
-    ("status", "status"),
     ("up", "spoolship up"),
     ("peek", "peek"),
 ]:

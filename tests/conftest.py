@@ -14,6 +14,34 @@ from spooler import FsyncPolicy, SpoolWriter, WriterConfig, new_writer_id
 ROOT = Path(__file__).resolve().parent.parent
 PROCS = Path(__file__).resolve().parent / "procs"
 
+# Local Kinesis-API servers accept any credentials; never let a developer's real ones leak in.
+for _name, _value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                      "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
+    os.environ[_name] = _value
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def moto():
+    from tests.servers.kinesis import MotoServer
+
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kinesalite():
+    from tests.servers.kinesis import Kinesalite
+
+    why_not = Kinesalite.available()
+    if why_not:
+        pytest.skip(f"kinesalite tests skipped: {why_not}")
+    server = Kinesalite().start()
+    yield server
+    server.stop()
+
 
 @pytest.fixture
 def spool_dir(tmp_path: Path) -> Path:

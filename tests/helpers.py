@@ -110,3 +110,42 @@ def start_receiver(spool_dir: Path, *extra: str) -> tuple[Proc, str]:
     workers = "--workers" in extra and extra[extra.index("--workers") + 1] != "1"
     record = proc.wait_for_log("supervisor started" if workers else "receiver listening")
     return proc, f"http://127.0.0.1:{record['port']}"
+
+
+def start_tailer(spool_dir: Path, stream: str, endpoint: str, *extra: str) -> Proc:
+    proc = Proc("tail", "--spool-dir", str(spool_dir), "--stream", stream, "--endpoint-url", endpoint,
+                "--linger", "0.05", "--checkpoint-interval", "0.2", "--poll-interval", "0.5",
+                "--max-backoff", "0.5", *extra)
+    proc.wait_for_log("tailer started")
+    return proc
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.1, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"{message} not reached within {timeout}s")
+
+
+def write_segments(spool_dir: Path, writer_id: str, count: int, *, segment_bytes: int = 256 * 1024,
+                   size: int = 120) -> list[bytes]:
+    """Append ``count`` numbered lines through a real writer and seal; returns the lines."""
+    from spooler import FsyncPolicy, SpoolWriter, WriterConfig
+
+    lines = []
+    pad = b"p" * max(0, size - 40)
+    with SpoolWriter(WriterConfig(spool_dir, writer_id, segment_bytes=segment_bytes, min_free_bytes=0,
+                                  fsync=FsyncPolicy.NEVER)) as writer:
+        for i in range(count):
+            line = b'{"w":"%s","n":%d,"p":"%s"}\n' % (writer_id.encode(), i, pad)
+            writer.append(line)
+            lines.append(line)
+    return lines
+
+
+def segments_left(spool_dir: Path) -> int:
+    from spooler import list_segments
+
+    return len(list_segments(spool_dir, probe=False))

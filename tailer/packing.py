@@ -1,0 +1,232 @@
+"""Turning spool lines into PutRecords batches under Kinesis's limits.
+
+A :class:`Span` is a range of a segment read in one go; it counts its lines
+still unacknowledged. Every line of a span ends up in exactly one record (or
+in dead letters), every record in exactly one :class:`Batch`, and a batch
+knows how many lines of each span it carries, so acknowledging a batch can
+release its spans — also when aggregation mixes lines of many spans.
+
+Limits (PutRecords): ≤ 500 records and ≤ 5 MiB per call counting data and
+partition keys; ≤ 1 MiB per record (data + key). Batches are cut at
+``max_batch_bytes`` (≤ 5 MiB) to bound the memory of calls in flight. Not thread-safe: the
+shipper's loop owns the packers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .kpl import Aggregate
+from .partition import KeyFunction, RandomKeys
+from .shardmap import ShardMap
+from .sink import Record
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_RECORD_BYTES",
+    "MAX_RECORDS",
+    "AggregatingPacker",
+    "Batch",
+    "PlainPacker",
+    "Span",
+]
+
+MAX_RECORDS = 500
+MAX_BATCH_BYTES = 5 * 1024 * 1024
+MAX_RECORD_BYTES = 1024 * 1024
+# Aggregates being filled at once (one per shard; per key while the shard map is unknown).
+MAX_OPEN_AGGREGATES = 4096
+
+# Called for a line that can never be shipped: (span, line, reason).
+DeadLetter = Callable[["Span", bytes, str], None]
+
+
+@dataclass(eq=False, slots=True)
+class Span:
+    """Bytes [start, end) of a segment; ``pending`` lines still await Kinesis."""
+
+    segment_id: str
+    start: int
+    end: int
+    pending: int
+
+
+@dataclass(eq=False)
+class Batch:
+    records: list[Record] = field(default_factory=list)
+    nbytes: int = 0
+    lines: int = 0
+    spans: dict[Span, int] = field(default_factory=dict)
+    seq: int = 0
+
+    def add_span_lines(self, span: Span, lines: int) -> None:
+        if lines:
+            self.spans[span] = self.spans.get(span, 0) + lines
+            self.lines += lines
+
+
+class _PackerBase:
+    def __init__(self, dead_letter: DeadLetter, clock: Callable[[], float] = time.monotonic,
+                 max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
+        if not 0 < max_batch_bytes <= MAX_BATCH_BYTES:
+            raise ValueError(f"max_batch_bytes must be in (0, {MAX_BATCH_BYTES}]")
+        self.max_batch_bytes = max_batch_bytes
+        self._dead_letter = dead_letter
+        self._clock = clock
+        self._batch = Batch()
+        self._batch_seq = 0
+        self._full: list[Batch] = []
+        self.pending_since: float | None = None  # when the oldest unflushed line arrived
+
+    def _new_batch(self) -> None:
+        if self._batch.records:
+            self._batch_seq += 1
+            self._batch.seq = self._batch_seq
+            self._full.append(self._batch)
+        self._batch = Batch()
+
+    def _add_record(self, record: Record, size: int, spans: dict[Span, int]) -> None:
+        batch = self._batch
+        if batch.records and (len(batch.records) >= MAX_RECORDS or batch.nbytes + size > self.max_batch_bytes):
+            self._new_batch()
+            batch = self._batch
+        batch.records.append(record)
+        batch.nbytes += size
+        for span, lines in spans.items():
+            batch.add_span_lines(span, lines)
+
+    def _reject(self, span: Span, line: bytes, reason: str) -> None:
+        self._dead_letter(span, line, reason)
+        span.pending -= 1
+
+    def take_full(self) -> list[Batch]:
+        """Batches that reached a limit and are ready to send."""
+        full, self._full = self._full, []
+        return full
+
+
+class PlainPacker(_PackerBase):
+    """One line, one record."""
+
+    def __init__(self, key_fn: KeyFunction, dead_letter: DeadLetter, clock: Callable[[], float] = time.monotonic,
+                 max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
+        super().__init__(dead_letter, clock, max_batch_bytes)
+        self._key_fn = key_fn
+
+    def pack(self, span: Span, lines: list[bytes]) -> None:
+        if self.pending_since is None and lines:
+            self.pending_since = self._clock()
+        key_fn = self._key_fn
+        max_batch_bytes = self.max_batch_bytes
+        batch = self._batch
+        records = batch.records
+        nbytes = batch.nbytes
+        in_batch = 0
+        for line in lines:
+            key = key_fn(line)
+            size = len(line) + len(key.encode())
+            if size > MAX_RECORD_BYTES:
+                self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB Kinesis record limit")
+                continue
+            if records and (len(records) >= MAX_RECORDS or nbytes + size > max_batch_bytes):
+                batch.nbytes = nbytes
+                batch.add_span_lines(span, in_batch)
+                self._new_batch()
+                batch, records, nbytes, in_batch = self._batch, self._batch.records, 0, 0
+            records.append((line, key, None))
+            nbytes += size
+            in_batch += 1
+        batch.nbytes = nbytes
+        batch.add_span_lines(span, in_batch)
+        if len(records) >= MAX_RECORDS:
+            self._new_batch()
+
+    def flush(self) -> list[Batch]:
+        self._new_batch()
+        self.pending_since = None
+        return self.take_full()
+
+
+class _OpenAggregate:
+    __slots__ = ("aggregate", "key", "spans")
+
+    def __init__(self, max_bytes: int, key: str | None) -> None:
+        self.aggregate = Aggregate(max_bytes)
+        self.key = key
+        self.spans: dict[Span, int] = {}
+
+
+class AggregatingPacker(_PackerBase):
+    """Many lines per record, in the KPL format.
+
+    With ``random`` keys every aggregate gets one fresh key shared by all its
+    lines. With per-line keys a ``shard_map`` groups lines by the shard their
+    key hashes to, so every sub-record belongs to the shard its aggregate lands on.
+    """
+
+    def __init__(
+        self,
+        key_fn: KeyFunction,
+        dead_letter: DeadLetter,
+        *,
+        max_bytes: int,
+        shard_map: ShardMap | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+    ) -> None:
+        super().__init__(dead_letter, clock, max_batch_bytes)
+        self._per_line_keys = not isinstance(key_fn, RandomKeys)
+        if self._per_line_keys and shard_map is None:
+            raise ValueError("per-line partition keys with --aggregate need a shard map")
+        self._key_fn = key_fn
+        self._max_bytes = max_bytes
+        self._shard_map = shard_map
+        self._open: dict[str, _OpenAggregate] = {}
+
+    def pack(self, span: Span, lines: list[bytes]) -> None:
+        if self.pending_since is None and lines:
+            self.pending_since = self._clock()
+        if self._shard_map is not None:
+            self._shard_map.maybe_refresh()
+        for line in lines:
+            if self._per_line_keys:
+                key = self._key_fn(line)
+                # Group by shard; while the shard map is unknown, by key (always correct, packs less).
+                slot = self._shard_map.shard_for(key) or "key:" + key
+            else:
+                key, slot = None, ""
+            current = self._open.get(slot)
+            if current is None:
+                current = self._open[slot] = _OpenAggregate(self._max_bytes, key or self._key_fn(line))
+            line_key = key or current.key
+            if not current.aggregate.add(line, line_key):
+                self._close(slot)
+                current = self._open[slot] = _OpenAggregate(self._max_bytes, key or self._key_fn(line))
+                line_key = key or current.key
+                current.aggregate.add(line, line_key)
+            if current.aggregate.size + len(line_key) > MAX_RECORD_BYTES:
+                # A single line too large even alone: take it back out, dead-letter it.
+                del self._open[slot]
+                self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB Kinesis record limit")
+                continue
+            current.spans[span] = current.spans.get(span, 0) + 1
+        if len(self._open) > MAX_OPEN_AGGREGATES:
+            for slot in list(self._open):
+                self._close(slot)
+
+    def _close(self, slot: str) -> None:
+        current = self._open.pop(slot)
+        if not current.aggregate.count:
+            return
+        key = current.aggregate.first_key
+        data = current.aggregate.to_bytes()
+        self._add_record((data, key, None), len(data) + len(key.encode()), current.spans)
+
+    def flush(self) -> list[Batch]:
+        for slot in list(self._open):
+            self._close(slot)
+        self._new_batch()
+        self.pending_since = None
+        return self.take_full()

@@ -1,0 +1,72 @@
+"""Per-segment progress: how far it is read, and how far Kinesis has acknowledged it.
+
+Invariant: ``acked`` only moves over a contiguous prefix of spans whose every
+line was acknowledged (or dead-lettered); ``acked <= read <= size``. Batches may
+complete in any order; a later span finishing first just waits in ``spans``.
+Not thread-safe: the shipper's loop owns it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
+from spooler import Segment, SegmentState
+
+from .packing import Span
+
+__all__ = ["SegmentProgress"]
+
+
+@dataclass(eq=False)
+class SegmentProgress:
+    segment: Segment
+    acked: int
+    read: int
+    spans: deque[Span] = field(default_factory=deque)
+    fd: int = -1
+    unshipped_since: float | None = None  # wall time since when bytes past `acked` have waited
+
+    @property
+    def segment_id(self) -> str:
+        return self.segment.segment_id
+
+    @property
+    def is_final(self) -> bool:
+        return self.segment.state is SegmentState.SEALED
+
+    def open_fd(self) -> int:
+        if self.fd < 0:
+            self.fd = os.open(self.segment.path, os.O_RDONLY | os.O_CLOEXEC)
+        return self.fd
+
+    def close_fd(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def current_size(self) -> int:
+        """The size now (the listing may be stale for an active segment)."""
+        if self.fd >= 0:
+            return os.fstat(self.fd).st_size
+        return self.segment.size
+
+    def new_span(self, start: int, end: int, lines: int) -> Span:
+        span = Span(self.segment_id, start, end, lines)
+        self.spans.append(span)
+        self.read = end
+        return span
+
+    def advance(self) -> bool:
+        """Move ``acked`` over finished spans at the front; True if it moved."""
+        moved = False
+        spans = self.spans
+        while spans and spans[0].pending <= 0:
+            self.acked = spans.popleft().end
+            moved = True
+        return moved
+
+    def is_done(self) -> bool:
+        """Sealed, read to the end and every byte acknowledged: may be deleted."""
+        return self.is_final and not self.spans and self.acked == self.read == self.segment.size

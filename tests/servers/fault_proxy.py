@@ -1,0 +1,135 @@
+"""A fault-injecting HTTP proxy in front of a Kinesis-API server.
+
+It withholds the records it reports as failed (they never reach the server), so
+the stream holds exactly what a real partial failure leaves behind. Faults:
+- ``record_failure_rate``: share of PutRecords records answered
+  ProvisionedThroughputExceededException / InternalFailure;
+- ``call_error_rate``: share of calls answered 500 InternalFailure (not forwarded);
+- ``call_throttle_rate``: share of calls answered 400 ProvisionedThroughputExceeded;
+- ``call_reset_rate``: share of calls whose connection is reset (not forwarded);
+- ``down``: every connection is reset at once (the endpoint "went away").
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import socket
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int, *, seed: int = 1) -> None:
+        self.upstream_port = upstream_port
+        self.record_failure_rate = 0.0
+        self.call_error_rate = 0.0
+        self.call_throttle_rate = 0.0
+        self.call_reset_rate = 0.0
+        self.down = False
+        self.counts = {"calls": 0, "records_failed": 0, "errors": 0, "throttles": 0, "resets": 0, "refused": 0}
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                proxy._handle(self, body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _roll(self, rate: float) -> bool:
+        with self._lock:
+            return rate > 0 and self._rng.random() < rate
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        target = handler.headers.get("X-Amz-Target", "")
+        if self.down:
+            self._count("refused")
+            return self._reset(handler)
+        if target.endswith("PutRecords"):
+            self._count("calls")
+            if self._roll(self.call_reset_rate):
+                self._count("resets")
+                return self._reset(handler)
+            if self._roll(self.call_error_rate):
+                self._count("errors")
+                return self._reply(handler, 500, {"__type": "InternalFailure", "message": "injected"})
+            if self._roll(self.call_throttle_rate):
+                self._count("throttles")
+                return self._reply(handler, 400, {"__type": "ProvisionedThroughputExceededException",
+                                                  "message": "injected"})
+            if self.record_failure_rate > 0:
+                return self._partial(handler, body)
+        status, payload = self._forward(handler, body)
+        self._reply_raw(handler, status, payload)
+
+    def _partial(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        request = json.loads(body)
+        records = request["Records"]
+        failing = {i for i in range(len(records)) if self._roll(self.record_failure_rate)}
+        self._count("records_failed", len(failing))
+        kept = [r for i, r in enumerate(records) if i not in failing]
+        upstream_entries = []
+        if kept:
+            status, payload = self._forward(handler, json.dumps({**request, "Records": kept}).encode())
+            if status != 200:
+                return self._reply_raw(handler, status, payload)
+            upstream_entries = json.loads(payload)["Records"]
+        merged, it = [], iter(upstream_entries)
+        for i in range(len(records)):
+            if i in failing:
+                code = "ProvisionedThroughputExceededException" if i % 2 else "InternalFailure"
+                merged.append({"ErrorCode": code, "ErrorMessage": "injected"})
+            else:
+                merged.append(next(it))
+        failed = sum(1 for e in merged if "ErrorCode" in e)
+        self._reply(handler, 200, {"FailedRecordCount": failed, "Records": merged})
+
+    def _forward(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("content-length", "connection")}
+        try:
+            conn.request("POST", handler.path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _reply(handler: BaseHTTPRequestHandler, status: int, doc: dict) -> None:
+        FaultProxy._reply_raw(handler, status, json.dumps(doc).encode())
+
+    @staticmethod
+    def _reply_raw(handler: BaseHTTPRequestHandler, status: int, payload: bytes) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/x-amz-json-1.1")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    @staticmethod
+    def _reset(handler: BaseHTTPRequestHandler) -> None:
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.close_connection = True
+        handler.connection.close()
