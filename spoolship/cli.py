@@ -1,4 +1,4 @@
-"""The umbrella command. Each part contributes its own click command; this only joins them.
+"""The umbrella command. Each sub-command lives in spoolship/commands/; this only joins them.
 
 Every option also reads ``SPOOLSHIP_<OPTION>`` from the environment.
 """
@@ -6,6 +6,13 @@ Every option also reads ``SPOOLSHIP_<OPTION>`` from the environment.
 from __future__ import annotations
 
 import click
+
+from .commands.peek import peek
+from .commands.receive import receive
+from .commands.replay import replay
+from .commands.status import status
+from .commands.tail import tail
+from .commands.up import up
 
 __all__ = ["main"]
 
@@ -18,27 +25,5 @@ def main() -> None:
     """spoolship: take every small JSON event over HTTP, spool it to disk, ship it to Kinesis."""
 
 
-def _not_built(name: str, issue: str) -> click.Command:
-    @click.command(name=name, context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def stub(args: tuple[str, ...]) -> None:
-        raise click.ClickException(f"`spoolship {name}` is not built yet ({issue})")
-
-    stub.help = f"(not built yet: {issue})"
-    return stub
-
-
-from .commands.receive import receive  # noqa: E402
-from .commands.status import status  # noqa: E402
-from .commands.tail import tail  # noqa: E402
-
-main.add_command(receive)
-main.add_command(tail)
-main.add_command(status)
-
-for _name, _issue in [
-    ("replay", "replay"),
-    ("up", "spoolship up"),
-    ("peek", "peek"),
-]:
-    main.add_command(_not_built(_name, _issue))
+for _command in (receive, tail, replay, status, up, peek):
+    main.add_command(_command)

@@ -78,7 +78,10 @@ class Delivery:
         backoff: Backoff,
         abort: threading.Event,
         reject: Callable[[Batch, Record, str], None],
+        raise_permanent: bool = False,
     ) -> None:
+        """``raise_permanent``: raise Permanent errors instead of retrying slowly (for replay)."""
+        self._raise_permanent = raise_permanent
         self._sink = sink
         self._metrics = metrics
         self._backoff = backoff
@@ -103,6 +106,12 @@ class Delivery:
                 self._metrics.failed_calls.labels("rejected").inc()
                 self._narrow_down(batch, records, exc)
                 return
+            except Permanent as exc:
+                if self._raise_permanent:
+                    raise
+                self._on_call_failure(exc, attempt)
+                attempt += 1
+                continue
             except ShipError as exc:
                 self._on_call_failure(exc, attempt)
                 attempt += 1

@@ -123,6 +123,9 @@ class Shipper:
             self._flush_if_lingering(now, immediately=draining)
         worked |= self._submit_ready()
         self._maybe_checkpoint(now, force=draining)
+        # Also here, not only after a checkpoint write: a segment shipped while active is
+        # deletable the moment it is sealed, with nothing new to checkpoint.
+        self._delete_finished()
         return worked
 
     def _idle_timeout(self) -> float:
@@ -365,7 +368,6 @@ class Shipper:
         self._dirty = False
         self._last_checkpoint = now
         self.metrics.checkpoints.inc()
-        self._delete_finished()
         self._update_gauges()
 
     def _delete_finished(self) -> None:

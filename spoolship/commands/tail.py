@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, NoRegionError
 
 from spooler import CheckpointCorrupt, CheckpointLocked
 from tailer import KinesisSink, MetricsServer, Shipper, TailerConfig, TailerMetrics
+from tailer.aws import make_session
 from tailer.config import (
     DEFAULT_AGGREGATE_MAX_BYTES,
     DEFAULT_CHECKPOINT_INTERVAL_SECONDS,
@@ -75,7 +76,8 @@ def tail(log_level: str, **options) -> None:
         raise click.UsageError(str(exc)) from None
     config.spool_dir.mkdir(parents=True, exist_ok=True)
     try:
-        sink = KinesisSink(config.stream, endpoint_url=config.endpoint_url, region=config.region,
+        session, region = make_session(config.endpoint_url, config.region)
+        sink = KinesisSink(config.stream, endpoint_url=config.endpoint_url, region=region, session=session,
                            max_connections=config.concurrency + 2)
     except NoRegionError:
         raise click.UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION") from None

@@ -128,6 +128,17 @@ def test_active_segment_is_shipped_but_kept_until_sealed(spool_dir):
     assert sink.accepted == lines + more
 
 
+def test_segment_shipped_while_active_is_deleted_once_sealed(spool_dir):
+    writer, lines = write_lines(spool_dir, "live", 20, seal=False, segment_bytes=10**9)
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink)
+    run_until(shipper, lambda: len(sink.accepted) == 20 and not shipper._dirty)
+    writer.close()  # sealed after everything in it was already checkpointed
+    shipper.request_rescan()
+    run_until(shipper, lambda: not list_segments(spool_dir), timeout=5)
+    assert shipper.drain() == 0
+
+
 def test_partial_and_whole_call_failures_lose_nothing(spool_dir):
     _, lines = write_lines(spool_dir, "a", 5000, segment_bytes=20_000)
     sink = FakeSink(record_failure_rate=0.2, call_failure_rate=0.2)

@@ -1,0 +1,224 @@
+"""Re-sending spool segments and archives (plain or .gz) with the tailer's batching and retries.
+
+Files are read in bounded chunks (gzip streamed), never modified, and never held
+whole in memory. A torn last line is reported, not sent; a line over the record
+limit is reported and skipped. ``dry_run`` parses every line as JSON and counts
+what would be sent without contacting Kinesis.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from .delivery import Backoff, Delivery
+from .metrics import TailerMetrics
+from .packing import AggregatingPacker, Batch, PlainPacker, Span
+from .partition import make_key_function
+from .shardmap import ShardMap
+from .sink import Record, Sink
+
+__all__ = ["ReplayOptions", "ReplaySummary", "Replayer", "check_readable"]
+
+_LINE = re.compile(rb"[^\n]*\n")
+_BLOCK_BYTES = 1024 * 1024
+_MAX_CARRY = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    from_offset: int = 0
+    rate: float | None = None  # events per second
+    dry_run: bool = False
+    aggregate: bool = False
+    aggregate_max_bytes: int = 51_200
+    partition_key: str = "random"
+    concurrency: int = 4
+    max_batch_bytes: int = 1024 * 1024
+
+
+@dataclass
+class ReplaySummary:
+    files: int = 0
+    events: int = 0
+    bytes: int = 0
+    batches: int = 0
+    records: int = 0
+    invalid_json: int = 0
+    torn: list[str] = field(default_factory=list)
+    too_large: int = 0
+    skipped_head_bytes: int = 0
+    failed_records: int = 0
+    retries: int = 0
+    elapsed_seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_records == 0 and self.error is None
+
+
+def check_readable(path: Path) -> str | None:
+    """Why ``path`` cannot be replayed, or None."""
+    if not path.exists():
+        return f"{path}: no such file"
+    if not path.is_file():
+        return f"{path}: not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"{path}: not readable (permission denied)"
+    return None
+
+
+def _open(path: Path):
+    raw = open(path, "rb")  # noqa: SIM115 (closed by the caller)
+    if raw.read(2) == b"\x1f\x8b":
+        raw.seek(0)
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb")
+    raw.seek(0)
+    return raw, raw
+
+
+class Replayer:
+    def __init__(self, sink: Sink | None, options: ReplayOptions,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        """``progress(raw_bytes_read, events_sent)`` is called as files are read."""
+        self._sink = sink
+        self._options = options
+        self._progress = progress or (lambda _b, _e: None)
+        self.summary = ReplaySummary()
+        self._metrics = TailerMetrics()
+        self._abort = threading.Event()
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._delivery = None if sink is None else Delivery(
+            sink, self._metrics, backoff=Backoff(), abort=self._abort, reject=self._rejected, raise_permanent=True)
+
+    def run(self, paths: list[Path]) -> ReplaySummary:
+        self._started = started = time.monotonic()
+        packer = self._make_packer()
+        pool = ThreadPoolExecutor(self._options.concurrency, thread_name_prefix="replay")
+        inflight: set[Future] = set()
+        try:
+            for path in paths:
+                self.summary.files += 1
+                for span, lines in self._read(path):
+                    self._pace()
+                    self.summary.events += len(lines)
+                    self.summary.bytes += sum(map(len, lines))
+                    if self._options.dry_run:
+                        self._validate(lines)
+                        continue
+                    packer.pack(span, lines)
+                    self._submit(packer.take_full(), pool, inflight)
+            if not self._options.dry_run:
+                self._submit(packer.flush(), pool, inflight)
+                self._wait_all(inflight)
+        except Exception as exc:  # surfaced as the summary's error and a non-zero exit
+            self._abort.set()
+            self.summary.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            pool.shutdown(wait=True)
+        self.summary.retries = int(self._metrics.retries._value.get())
+        self.summary.elapsed_seconds = round(time.monotonic() - started, 3)
+        return self.summary
+
+    def _make_packer(self):
+        options = self._options
+        key_fn = make_key_function(options.partition_key)
+        if not options.aggregate:
+            return PlainPacker(key_fn, self._too_large, max_batch_bytes=options.max_batch_bytes)
+        shard_map = None
+        if options.partition_key != "random":
+            shard_map = ShardMap(self._sink.list_shards if self._sink is not None else list)
+        return AggregatingPacker(key_fn, self._too_large, max_bytes=options.aggregate_max_bytes,
+                                 shard_map=shard_map, max_batch_bytes=options.max_batch_bytes)
+
+    def _read(self, path: Path) -> Iterator[tuple[Span, list[bytes]]]:
+        raw, stream = _open(path)
+        with raw:
+            skip = self._options.from_offset
+            if skip:
+                self._skip(stream, skip, path)
+            carry = b""
+            offset = skip
+            while True:
+                block = stream.read(_BLOCK_BYTES)
+                self._progress(raw.tell(), self.summary.events)
+                if not block:
+                    break
+                data = carry + block
+                cut = data.rfind(b"\n") + 1
+                if cut == 0 and len(data) > _MAX_CARRY:
+                    self.summary.too_large += 1
+                    carry = b""  # an endless line: dropped and reported
+                    continue
+                carry = data[cut:]
+                lines = _LINE.findall(data[:cut])
+                if lines:
+                    yield Span(path.name, offset, offset + cut, len(lines)), lines
+                offset += cut
+            if carry:
+                self.summary.torn.append(f"{path}: {len(carry)} bytes at offset {offset} without a newline")
+
+    def _skip(self, stream, skip: int, path: Path) -> None:
+        """Skip exactly ``skip`` bytes; if that lands inside a line, skip to the next one and say so."""
+        left = skip - 1
+        while left:
+            block = stream.read(min(left, _BLOCK_BYTES))
+            if not block:
+                raise ValueError(f"{path}: --from-offset {skip} is past the end of the file")
+            left -= len(block)
+        last = stream.read(1)
+        if not last:
+            raise ValueError(f"{path}: --from-offset {skip} is past the end of the file")
+        if last != b"\n":
+            self.summary.skipped_head_bytes += len(stream.readline())
+
+    def _validate(self, lines: list[bytes]) -> None:
+        for line in lines:
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError:
+                self.summary.invalid_json += 1
+
+    def _too_large(self, span: Span, line: bytes, reason: str) -> None:
+        self.summary.too_large += 1
+
+    def _pace(self) -> None:
+        rate = self._options.rate
+        if rate:
+            delay = self._started + self.summary.events / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def _submit(self, batches: list[Batch], pool: ThreadPoolExecutor, inflight: set[Future]) -> None:
+        for batch in batches:
+            while len(inflight) >= self._options.concurrency:
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                self._finish(done, inflight)
+            self.summary.batches += 1
+            self.summary.records += len(batch.records)
+            inflight.add(pool.submit(self._delivery.deliver, batch))
+
+    def _wait_all(self, inflight: set[Future]) -> None:
+        while inflight:
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            self._finish(done, inflight)
+
+    def _finish(self, done: set[Future], inflight: set[Future]) -> None:
+        for future in done:
+            inflight.discard(future)
+            future.result()  # raises Permanent errors: replay stops with a clear error
+
+    def _rejected(self, batch: Batch, record: Record, reason: str) -> None:
+        with self._lock:
+            self.summary.failed_records += 1

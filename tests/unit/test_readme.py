@@ -1,0 +1,28 @@
+"""The README's first five minutes show exactly what `spoolship up` prints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from spoolship.up import LocalPipeline, UpOptions
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_readme_matches_the_up_banner(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["./.venv/bin/spoolship"])
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    pipeline = LocalPipeline(UpOptions(
+        host="127.0.0.1", port=8080, kinesis_port=4567, stream="events", spool_dir=Path("spool"),
+        endpoint_url="http://127.0.0.1:4567", aws=False, region=None, shards=1, log_level="warning",
+        drain_timeout_seconds=30))
+    pipeline.children["kinesis"] = None  # as when the embedded server runs
+    banner = [line.strip() for line in pipeline.banner().splitlines() if line.strip()]
+    curl = next(line for line in banner if line.startswith("curl "))
+    peek = next(line for line in banner if " peek " in line)
+    receiver = next(line for line in banner if line.startswith("receiver"))
+    assert curl in README
+    assert peek in README
+    assert receiver in README
+    assert "make run" in README and "make test" in README
