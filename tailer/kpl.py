@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from itertools import chain
 
-__all__ = ["KPL_MAGIC", "Aggregate", "deaggregate", "is_aggregated"]
+__all__ = ["KPL_MAGIC", "Aggregate", "deaggregate", "headers_for", "is_aggregated"]
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 _DIGEST_BYTES = 16
@@ -88,9 +89,40 @@ class Aggregate:
         self.count += 1
         return True
 
+    def room_for(self, key: str) -> int:
+        """Bytes still free for records under ``key`` (already in the key table)."""
+        return self.max_bytes - len((self.first_key or key).encode()) - self.size
+
+    def extend_encoded(self, headers: list[bytes], lines: list[bytes], grow: int) -> None:
+        """Append lines whose record headers (for key index 0) were built in bulk by ``headers_for``."""
+        self._parts.extend(chain.from_iterable(zip(headers, lines)))
+        self.size += grow
+        self.count += len(lines)
+
     def to_bytes(self) -> bytes:
         body = b"".join(self._key_parts) + b"".join(self._parts)
         return KPL_MAGIC + body + hashlib.md5(body, usedforsecurity=False).digest()
+
+
+def _first_key_header(n: int) -> bytes:
+    inner = b"\x08\x00\x1a" + varint(n)
+    return b"\x1a" + varint(len(inner) + n) + inner
+
+
+_FIRST_KEY_HEADERS: dict[int, bytes] = {}
+
+
+def headers_for(lengths: list[int]) -> list[bytes]:
+    """The protobuf headers in front of lines of these lengths, under key index 0."""
+    cache = _FIRST_KEY_HEADERS
+    out = []
+    append = out.append
+    for n in lengths:
+        header = cache.get(n)
+        if header is None:
+            header = cache[n] = _first_key_header(n)
+        append(header)
+    return out
 
 
 def is_aggregated(data: bytes) -> bool:

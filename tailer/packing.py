@@ -15,10 +15,13 @@ shipper's loop owns the packers.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import add
 
-from .kpl import Aggregate
+from .kpl import Aggregate, headers_for
 from .partition import KeyFunction, RandomKeys
 from .shardmap import ShardMap
 from .sink import Record
@@ -188,37 +191,69 @@ class AggregatingPacker(_PackerBase):
     def pack(self, span: Span, lines: list[bytes]) -> None:
         if self.pending_since is None and lines:
             self.pending_since = self._clock()
-        if self._shard_map is not None:
-            self._shard_map.maybe_refresh()
-        for line in lines:
-            if self._per_line_keys:
-                key = self._key_fn(line)
-                # Group by shard; while the shard map is unknown, by key (always correct, packs less).
-                slot = self._shard_map.shard_for(key) or "key:" + key
-            else:
-                key, slot = None, ""
-            current = self._open.get(slot)
-            if current is None:
-                current = self._open[slot] = _OpenAggregate(self._max_bytes, key or self._key_fn(line))
-            line_key = key or current.key
-            if not current.aggregate.add(line, line_key):
-                self._close(slot)
-                current = self._open[slot] = _OpenAggregate(self._max_bytes, key or self._key_fn(line))
-                line_key = key or current.key
-                current.aggregate.add(line, line_key)
-            if current.aggregate.size + len(line_key) > MAX_RECORD_BYTES:
-                # A single line too large even alone: take it back out, dead-letter it.
-                del self._open[slot]
-                self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB Kinesis record limit")
-                continue
-            current.spans[span] = current.spans.get(span, 0) + 1
+        if self._per_line_keys:
+            self._pack_per_line_keys(span, lines)
+        else:
+            self._pack_random_key(span, lines)
         if len(self._open) > MAX_OPEN_AGGREGATES:
             for slot in list(self._open):
                 self._close(slot)
 
+    def _pack_random_key(self, span: Span, lines: list[bytes]) -> None:
+        """One key per aggregate: headers for the whole chunk at once, aggregates cut by size."""
+        lengths = list(map(len, lines))
+        headers = headers_for(lengths)
+        ends = list(accumulate(map(add, map(len, headers), lengths)))  # ends[i]: bytes of lines[:i+1]
+        i, n = 0, len(lines)
+        while i < n:
+            current = self._open.get("")
+            if current is None:
+                current = self._open[""] = _OpenAggregate(self._max_bytes, self._key_fn(b""))
+            aggregate = current.aggregate
+            taken = 0
+            if aggregate.count == 0:  # the first line also puts the key in the key table
+                aggregate.add(lines[i], current.key)
+                if aggregate.size + len(current.key) > MAX_RECORD_BYTES:
+                    del self._open[""]
+                    self._reject(span, lines[i], f"line of {lengths[i]} bytes exceeds the 1 MiB record limit")
+                    i += 1
+                    continue
+                i += 1
+                taken = 1
+            before = ends[i - 1] if i else 0
+            j = bisect_right(ends, before + aggregate.room_for(current.key), i)
+            if j > i:
+                aggregate.extend_encoded(headers[i:j], lines[i:j], ends[j - 1] - before)
+                taken += j - i
+                i = j
+            if taken:
+                current.spans[span] = current.spans.get(span, 0) + taken
+            if i < n:
+                self._close("")
+
+    def _pack_per_line_keys(self, span: Span, lines: list[bytes]) -> None:
+        """Per-line keys: group lines by the shard their key hashes to."""
+        self._shard_map.maybe_refresh()
+        for line in lines:
+            key = self._key_fn(line)
+            # Group by shard; while the shard map is unknown, by key (always correct, packs less).
+            slot = self._shard_map.shard_for(key) or "key:" + key
+            current = self._open.get(slot)
+            if current is None:
+                current = self._open[slot] = _OpenAggregate(self._max_bytes, key)
+            if not current.aggregate.add(line, key):
+                self._close(slot)
+                current = self._open[slot] = _OpenAggregate(self._max_bytes, key)
+                current.aggregate.add(line, key)
+            if current.aggregate.size + len(key) > MAX_RECORD_BYTES:
+                del self._open[slot]
+                self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB record limit")
+                continue
+            current.spans[span] = current.spans.get(span, 0) + 1
+
     def _close(self, slot: str) -> None:
-        current = self._open.pop(slot)
-        if not current.aggregate.count:
+        current = self._open.pop(slot, None)
+        if current is None or not current.aggregate.count:
             return
         key = current.aggregate.first_key
         data = current.aggregate.to_bytes()

@@ -13,7 +13,7 @@ from tailer import KinesisSink
 from tailer.aws import make_session
 from tailer.config import DEFAULT_AGGREGATE_MAX_BYTES, DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH_BYTES
 from tailer.partition import parse_partition_key
-from tailer.replay import ReplayOptions, Replayer, check_readable
+from tailer.replay import Replayer, ReplayOptions, check_readable
 
 from ..logs import configure_logging
 from ..params import COMMAND_SETTINGS, SIZE, option

@@ -98,3 +98,18 @@ def test_unknown_shard_map_falls_back_to_one_key_per_aggregate():
     for batch in packer.flush():
         for data, key, _ in batch.records:
             assert {k for k, _ in deaggregate(data)} == {key}
+
+
+def test_aggregated_oversized_line_is_dead_lettered_and_the_rest_packed():
+    dead = []
+    packer = AggregatingPacker(RandomKeys(), lambda span, line, reason: dead.append(line), max_bytes=51_200)
+    big = b"z" * (MAX_RECORD_BYTES + 1) + b"\n"
+    lines = [b'{"n":%d}\n' % i for i in range(300)]
+    lines.insert(150, big)
+    span = Span("w-00000001", 0, 1, len(lines))
+    packer.pack(span, lines)
+    batches = packer.take_full() + packer.flush()
+    shipped = [d for b in batches for data, _k, _ in b.records for _key, d in deaggregate(data)]
+    assert shipped == [line for line in lines if line is not big]
+    assert dead == [big]
+    assert span.pending == len(lines) - 1 == sum(b.spans.get(span, 0) for b in batches)
