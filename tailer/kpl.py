@@ -95,7 +95,7 @@ class Aggregate:
 
     def extend_encoded(self, headers: list[bytes], lines: list[bytes], grow: int) -> None:
         """Append lines whose record headers (for key index 0) were built in bulk by ``headers_for``."""
-        self._parts.extend(chain.from_iterable(zip(headers, lines)))
+        self._parts.extend(chain.from_iterable(zip(headers, lines, strict=True)))
         self.size += grow
         self.count += len(lines)
 

@@ -30,11 +30,10 @@ def peek(stream: str, endpoint_url: str | None, region: str | None, start: str, 
         session, region = make_session(endpoint_url, region)
         client = session.client("kinesis", endpoint_url=endpoint_url, region_name=region)
         out = sys.stdout.buffer
-        shown = 0
-        for data in peek_records(client, stream, start=start.upper().replace("-", "_"), follow=follow):
+        records = peek_records(client, stream, start=start.upper().replace("-", "_"), follow=follow)
+        for shown, data in enumerate(records, start=1):
             out.write(data if data.endswith(b"\n") else data + b"\n")
             out.flush()
-            shown += 1
             if limit and shown >= limit:
                 return
     except KeyboardInterrupt:
