@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KINESALITE := .tools/node_modules/.bin/kinesalite
 KINESALITE_VERSION := 3.3.3
 
-.PHONY: setup run test test-fast lint bench clean kinesalite
+.PHONY: setup run test test-fast test-soak lint bench clean kinesalite
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ test: setup kinesalite
 
 test-fast: setup
 	$(PY) -m pytest tests/unit
+
+# The fault suite's soak mode: SPOOLSHIP_SOAK=600 make test-soak (seconds of random faults).
+test-soak: setup kinesalite
+	SPOOLSHIP_SOAK=$${SPOOLSHIP_SOAK:-600} $(PY) -m pytest tests/faults/test_soak.py -s
 
 lint: setup
 	$(VENV)/bin/ruff check spooler receiver tailer spoolship tests bench

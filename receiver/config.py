@@ -19,7 +19,7 @@ __all__ = ["ReceiverConfig"]
 DEFAULT_PORT = 8080
 DEFAULT_THREADS = 8
 DEFAULT_MAX_BODY_BYTES = 5 * 1024**2
-DEFAULT_MAX_INFLATED_BYTES = 20 * 1024**2
+DEFAULT_MAX_INFLATED_BYTES = 10 * 1024**2
 # Kinesis takes 1 MiB per record including the partition key; leave room for stamps and key.
 DEFAULT_MAX_EVENT_BYTES = 1_000_000
 DEFAULT_MAX_EVENTS = 10_000

@@ -9,6 +9,7 @@ segment, and the process exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -132,8 +133,25 @@ def make_server(app: Flask, sock: socket.socket, config: ReceiverConfig):
     return server
 
 
-def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socket | None = None) -> int:
-    """Run one worker until SIGTERM/SIGINT; return the exit code."""
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _stop_when_parent_dies(stopper: _GracefulStop) -> None:
+    """A worker whose supervisor was SIGKILLed stops like on SIGTERM (sealing), not lingering on the port."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        log.warning("receiver supervisor is gone; stopping this worker")
+        stopper.on_signal(signal.SIGTERM, None)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socket | None = None,
+          supervised: bool = False) -> int:
+    """Run one worker until SIGTERM/SIGINT (or, if ``supervised``, its parent's death); return the exit code."""
     writer = SpoolWriter(writer_config(config, worker))
     try:
         app = create_app(config, writer=writer)
@@ -144,6 +162,8 @@ def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socke
         stopper = _GracefulStop(server, state, config)
         signal.signal(signal.SIGTERM, stopper.on_signal)
         signal.signal(signal.SIGINT, stopper.on_signal)
+        if supervised:
+            _stop_when_parent_dies(stopper)
         host, port = sock.getsockname()[:2]
         log.info("receiver listening", extra={"host": host, "port": port, "worker": str(worker),
                                               "writer": writer.config.writer_id, "threads": config.threads})

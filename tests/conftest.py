@@ -80,3 +80,14 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One summary line per fault scenario (tests/faults)."""
+    import sys
+
+    harness = sys.modules.get("tests.faults.harness")
+    if harness is not None and harness.SUMMARIES:
+        terminalreporter.section("fault scenarios: every acknowledged event accounted for")
+        for line in harness.SUMMARIES:
+            terminalreporter.write_line(line)

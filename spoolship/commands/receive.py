@@ -39,7 +39,7 @@ def worker_main(config: ReceiverConfig, index: int, log_level: str = "info") -> 
     from receiver.server import serve
 
     configure_logging(log_level)
-    sys.exit(serve(config, worker=index))
+    sys.exit(serve(config, worker=index, supervised=True))
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
