@@ -12,6 +12,7 @@ receiver's ``_received_at``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -129,16 +130,12 @@ class RssSampler(threading.Thread):
         while not self._stop_event.wait(0.2):
             worst = 0
             for pid in self.pipeline.receiver_pids():
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     worst = max(worst, psutil.Process(pid).memory_info().rss)
-                except psutil.NoSuchProcess:
-                    pass
             self.receiver_peak = max(self.receiver_peak, worst)
             self.receiver_samples.append(worst)
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess, AttributeError):
                 self.tailer_peak = max(self.tailer_peak, psutil.Process(self.pipeline.tailer.process.pid).memory_info().rss)
-            except (psutil.NoSuchProcess, AttributeError):
-                pass
 
     def stop(self) -> None:
         self._stop_event.set()
