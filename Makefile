@@ -41,7 +41,10 @@ test-soak: setup kinesalite
 lint: setup
 	$(VENV)/bin/ruff check spooler receiver tailer spoolship tests bench
 
+# Benchmarks need wrk (a C load generator); installed from the distribution when missing.
 bench: setup kinesalite
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		(echo "install wrk to run the receiver benchmarks" && exit 1)
 	$(PY) bench/run_all.py
 
 clean:

@@ -9,15 +9,27 @@ numeric order, so ids sort as strings.
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
 
-__all__ = ["IdGenerator", "format_received_at"]
+__all__ = ["IdGenerator", "encode_id", "format_received_at"]
 
 _RANDOM_BITS = 80
 _RANDOM_MASK = (1 << _RANDOM_BITS) - 1
+_BASE32HEX = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
+# Two base32hex digits per 10 bits: 128 bits, padded to 130, are 13 lookups.
+_PAIRS = [a + b for a in _BASE32HEX for b in _BASE32HEX]
+
+
+def encode_id(value: int) -> str:
+    """26 base32hex digits of a 128-bit value, most significant first (sorts as a string)."""
+    v = value << 2
+    p = _PAIRS
+    return (p[v >> 120] + p[(v >> 110) & 1023] + p[(v >> 100) & 1023] + p[(v >> 90) & 1023]
+            + p[(v >> 80) & 1023] + p[(v >> 70) & 1023] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023]
+            + p[(v >> 40) & 1023] + p[(v >> 30) & 1023] + p[(v >> 20) & 1023] + p[(v >> 10) & 1023]
+            + p[v & 1023])
 
 
 class IdGenerator:
@@ -35,15 +47,24 @@ class IdGenerator:
                 self._counter = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
             ms, first = self._last_ms, self._counter
             self._counter += count
-        ids = []
-        for i in range(count):
-            value = (ms << _RANDOM_BITS) | ((first + i) & _RANDOM_MASK)
-            ids.append(base64.b32hexencode(value.to_bytes(16, "big"))[:26].decode())
-        return ids
+        base = ms << _RANDOM_BITS
+        return [encode_id(base | ((first + i) & _RANDOM_MASK)) for i in range(count)]
 
 
-def format_received_at(now: float) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. ``2026-11-26T07:45:42.123Z``."""
-    seconds = int(now)
-    millis = int((now - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def format_received_at(now_ms: int | float) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. ``2026-11-26T07:45:42.123Z``.
+
+    Takes integer milliseconds (a float of seconds is accepted and rounded to
+    the nearest millisecond); the date part is cached per second.
+    """
+    global _second_cache
+    ms = now_ms if isinstance(now_ms, int) else round(now_ms * 1000)
+    seconds, millis = divmod(ms, 1000)
+    cached_second, prefix = _second_cache
+    if cached_second != seconds:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second_cache = (seconds, prefix)
+    return f"{prefix}.{millis:03d}Z"
