@@ -19,6 +19,7 @@ SOAK_SECONDS = float(os.environ.get("SPOOLSHIP_SOAK", "0") or 0)
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(SOAK_SECONDS + 900)
 @pytest.mark.skipif(not SOAK_SECONDS, reason="soak runs only with SPOOLSHIP_SOAK=<seconds>")
 def test_soak_with_random_faults(kinesis, spool_dir):
     pipeline = Pipeline(kinesis, spool_dir, receiver_args=["--max-spool-bytes", "2MiB", "--segment-bytes", "256KiB"],
