@@ -9,28 +9,22 @@ from spooler import parse_duration, parse_size
 __all__ = ["COMMAND_SETTINGS", "DURATION", "SIZE", "option"]
 
 
-class SizeType(click.ParamType):
-    name = "bytes"
+class ParsedType(click.ParamType):
+    """A parameter parsed by one of spooler.units' functions (which raise ValueError)."""
+
+    def __init__(self, name: str, parse) -> None:
+        self.name = name
+        self._parse = parse
 
     def convert(self, value, param, ctx):
         try:
-            return parse_size(value)
+            return self._parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class DurationType(click.ParamType):
-    name = "seconds"
-
-    def convert(self, value, param, ctx):
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-SIZE = SizeType()
-DURATION = DurationType()
+SIZE = ParsedType("bytes", parse_size)
+DURATION = ParsedType("seconds", parse_duration)
 
 
 # Every sub-command reads SPOOLSHIP_<OPTION> (not click's default SPOOLSHIP_<COMMAND>_<OPTION>)
