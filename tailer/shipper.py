@@ -119,8 +119,8 @@ class Shipper:
         read = self._read_and_pack()
         worked |= read
         self._idle_seconds = IDLE_MIN_SECONDS if read else min(IDLE_MAX_SECONDS, self._idle_seconds * 2)
-        if not read:
-            self._flush_if_lingering(now, immediately=draining)
+        # Every step, not only idle ones: a steady trickle must not hold a half-full batch back.
+        self._flush_if_lingering(now, immediately=draining and not read)
         worked |= self._submit_ready()
         self._maybe_checkpoint(now, force=draining)
         # Also here, not only after a checkpoint write: a segment shipped while active is

@@ -272,3 +272,35 @@ def test_restart_resumes_from_the_checkpoint(spool_dir):
     run_until(again, lambda: not list_segments(spool_dir))
     again.close()
     assert sink2.accepted == second, "only what came after the checkpoint is sent again"
+
+
+def test_linger_bounds_latency_even_when_lines_trickle_in(spool_dir):
+    """A steady trickle (a read on every loop) must not keep a half-full batch waiting."""
+    writer = SpoolWriter(WriterConfig(spool_dir, "drip", min_free_bytes=0, fsync=FsyncPolicy.NEVER))
+    sink = FakeSink()
+    seen_at: dict[bytes, float] = {}
+    original = sink.put_records
+
+    def put(records):
+        now = time.monotonic()
+        for data, _k, _ in records:
+            seen_at[data] = now
+        return original(records)
+
+    sink.put_records = put
+    shipper = make_shipper(spool_dir, sink, linger_seconds=0.1)
+    appended_at = {}
+    deadline = time.monotonic() + 1.5
+    n = 0
+    while time.monotonic() < deadline:
+        line = b'{"drip":%d}\n' % n
+        writer.append(line)
+        appended_at[line] = time.monotonic()
+        n += 1
+        shipper.ship_once()  # every loop iteration finds something new to read
+        time.sleep(0.005)
+    run_until(shipper, lambda: len(seen_at) == n, timeout=5)
+    writer.close()
+    shipper.close()
+    delays = sorted(seen_at[line] - appended_at[line] for line in appended_at)
+    assert delays[-1] < 0.5, f"worst delay {delays[-1]:.2f}s with linger 0.1s"
