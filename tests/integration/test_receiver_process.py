@@ -101,3 +101,15 @@ def test_two_workers_share_the_port_restart_after_kill9_and_seal_on_sigterm(spoo
     missing = load.acknowledged - set(ids)
     assert not missing, f"{len(missing)} acknowledged events missing"
     assert len(ids) == len(set(ids))
+
+
+def test_sigterm_turns_readiness_off_while_requests_are_still_served(spool_dir):
+    proc, url = start_receiver(spool_dir, "--shutdown-delay", "2")
+    assert requests.get(url + "/readyz", timeout=5).status_code == 200
+    os.kill(proc.process.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    ready = requests.get(url + "/readyz", timeout=5)
+    assert ready.status_code == 503 and ready.json()["reason"] == "shutting down"
+    assert requests.post(url + "/v1/events", json={"late": 1}, timeout=5).status_code == 201
+    assert proc.process.wait(30) == 0
+    assert [e["late"] for e in spool_events(spool_dir)] == [1]

@@ -193,3 +193,16 @@ def test_drain_gives_up_with_a_nonzero_exit_when_kinesis_stays_down(moto, spool_
     assert record["bytes_behind"] > 0
     assert segments_left(spool_dir) > 0
     proxy.close()
+
+
+def test_missing_stream_is_reported_loudly_and_retried_not_dropped(moto, spool_dir):
+    written = write_segments(spool_dir, "a", 50)
+    tailer = start_tailer(spool_dir, "no-such-stream", moto.endpoint, "--metrics-port", "0", "--drain-timeout", "1")
+    port = tailer.wait_for_log("metrics listening")["port"]
+    record = tailer.wait_for_log("kinesis refuses the stream; retrying slowly")
+    assert record["code"] == "ResourceNotFoundException" and record["level"] == "error"
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'spoolship_tailer_failed_calls_total{reason="permanent"} 1.0' in metrics
+    assert tailer.stop() == 1, "gave up at the drain timeout with data left"
+    assert segments_left(spool_dir) == 1 and not any(read_checkpoint(spool_dir).values())
+    assert len(written) == 50
