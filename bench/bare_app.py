@@ -4,8 +4,11 @@ usage: bare_app.py PORT THREADS
 """
 
 import sys
+from pathlib import Path
 
-from flask import Flask, Response
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # not bench/: bench/receiver.py shadows the package
+
+from flask import Flask, Response  # noqa: E402
 
 from receiver.config import ReceiverConfig
 from receiver.server import bind_socket, make_server

@@ -28,7 +28,7 @@ import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not bench/: bench/receiver.py and bench/tailer.py would shadow the packages
 
 from bench.common import RESULTS, pin_env, progress, report  # noqa: E402
 from bench.receiver import EVENT, free_port, wrk  # noqa: E402

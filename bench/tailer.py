@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not bench/: bench/receiver.py and bench/tailer.py would shadow the packages
 
 from bench.common import event_line, pin_env, progress, report  # noqa: E402
 from tests.servers.kinesis import Kinesalite  # noqa: E402

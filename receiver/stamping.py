@@ -41,10 +41,12 @@ class IdGenerator:
         self._counter = 0
 
     def new_ids(self, count: int, now_ms: int) -> list[str]:
+        # Drawn outside the lock: os.urandom is a syscall that lets other threads run (and queue up).
+        fresh = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
         with self._lock:
             if now_ms > self._last_ms:
                 self._last_ms = now_ms
-                self._counter = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
+                self._counter = fresh
             ms, first = self._last_ms, self._counter
             self._counter += count
         base = ms << _RANDOM_BITS
