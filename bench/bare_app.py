@@ -10,8 +10,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)  # not bench/: bench/r
 
 from flask import Flask, Response  # noqa: E402
 
-from receiver.config import ReceiverConfig
-from receiver.server import bind_socket, make_server
+from receiver.config import ReceiverConfig  # noqa: E402
+from receiver.server import bind_socket, make_server  # noqa: E402
 
 app = Flask("bare")
 

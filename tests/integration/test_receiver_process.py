@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import psutil
@@ -12,59 +11,19 @@ import requests
 
 from spooler import SegmentState, list_segments
 from tests.helpers import spool_events, start_receiver
-
-
-class Load:
-    """Clients posting numbered events until stopped; remembers every 201."""
-
-    def __init__(self, url: str, clients: int = 4, keepalive: bool = True) -> None:
-        self.url = url
-        self.headers = {} if keepalive else {"Connection": "close"}
-        self.acknowledged: set[str] = set()
-        self.statuses: dict[int, int] = {}
-        self.errors = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(c,), daemon=True) for c in range(clients)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self, client: int) -> None:
-        session = requests.Session()
-        n = 0
-        while not self._stop.is_set():
-            event_id = f"c{client}-{n}"
-            n += 1
-            try:
-                r = session.post(self.url + "/v1/events", json={"_id": event_id, "client": client},
-                                 headers=self.headers, timeout=10)
-            except requests.RequestException:
-                with self._lock:
-                    self.errors += 1
-                session = requests.Session()
-                time.sleep(0.01)
-                continue
-            with self._lock:
-                self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
-                if r.status_code == 201:
-                    self.acknowledged.add(event_id)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
+from tests.load import Load
 
 
 def test_sigterm_under_load_finishes_requests_seals_and_exits_zero(spool_dir):
     proc, url = start_receiver(spool_dir, "--threads", "4")
-    load = Load(url)
+    load = Load(lambda: url).start()
     time.sleep(1.0)
     assert proc.stop(signal.SIGTERM) == 0
     load.stop()
-    assert load.acknowledged, "the load got some 201s"
-    assert all(code in (201,) for code in load.statuses), load.statuses
+    assert load.acked, "the load got some 201s"
+    assert set(load.statuses) == {201}, load.statuses
     ids = [e["_id"] for e in spool_events(spool_dir)]
-    assert load.acknowledged <= set(ids), "every acknowledged event is in the spool"
+    assert set(load.acked) <= set(ids), "every acknowledged event is in the spool"
     assert len(ids) == len(set(ids))
     assert {s.state for s in list_segments(spool_dir)} == {SegmentState.SEALED}
 
@@ -75,7 +34,7 @@ def test_two_workers_share_the_port_restart_after_kill9_and_seal_on_sigterm(spoo
     while sum(1 for r in proc.logs if r.get("event") == "receiver listening") < 2:
         assert time.monotonic() < deadline, "".join(proc.raw)
         time.sleep(0.05)
-    load = Load(url, clients=6, keepalive=False)  # new connections spread over both workers
+    load = Load(lambda: url, clients=6, keepalive=False).start()
     time.sleep(1.0)
     parent = psutil.Process(proc.process.pid)
     workers = [c for c in parent.children() if "spawn" in " ".join(c.cmdline())]
@@ -98,7 +57,7 @@ def test_two_workers_share_the_port_restart_after_kill9_and_seal_on_sigterm(spoo
     killed = [w for w, st in states.items() if st is SegmentState.ORPHANED]
     assert len(killed) <= 1, "only the SIGKILLed worker leaves an orphan; the rest are sealed"
     ids = [e["_id"] for e in spool_events(spool_dir)]
-    missing = load.acknowledged - set(ids)
+    missing = set(load.acked) - set(ids)
     assert not missing, f"{len(missing)} acknowledged events missing"
     assert len(ids) == len(set(ids))
 
