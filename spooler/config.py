@@ -27,6 +27,10 @@ CAPACITY_SCAN_INTERVAL_SECONDS = 0.25
 CAPACITY_RECHECK_SECONDS = 0.05
 # What a refused client is told to wait before trying again.
 RETRY_AFTER_SECONDS = 1.0
+# Readiness turns off this close to the cap (1% of it, at least 64 KiB, at most a quarter),
+# so that every writer of a spool agrees and a load balancer moves traffic before appends fail.
+READY_HEADROOM_FRACTION = 0.01
+READY_HEADROOM_MIN_BYTES = 64 * 1024
 
 
 class FsyncPolicy(StrEnum):

@@ -27,6 +27,8 @@ from .capacity import CapacityGuard, measure_usage
 from .config import (
     CAPACITY_RECHECK_SECONDS,
     CAPACITY_SCAN_INTERVAL_SECONDS,
+    READY_HEADROOM_FRACTION,
+    READY_HEADROOM_MIN_BYTES,
     RETRY_AFTER_SECONDS,
     FsyncPolicy,
     WriterConfig,
@@ -250,14 +252,21 @@ class SpoolWriter:
     # -- state for readiness, metrics and benchmarks ----------------------------------
 
     def refusal(self) -> str | None:
-        """Why appends are being refused right now (for ``/readyz``), or ``None``."""
+        """Why this spool should not get traffic now (for ``/readyz``), or ``None``.
+
+        Unready when appends fail, and also when the spool is within a small
+        headroom of its cap: then every writer of the spool agrees, whichever
+        one a probe reaches, and traffic moves before requests are refused.
+        """
+        cap = self.config.max_spool_bytes
+        headroom = min(max(READY_HEADROOM_MIN_BYTES, int(cap * READY_HEADROOM_FRACTION)), cap // 4)
         with self._lock:
             if self._closed:
                 return "writer closed"
             if self._last_error is not None:
                 return f"spool unwritable: {self._last_error}"
             self._sync_capacity()
-            why = self._capacity.refusal(max(self._refused_bytes, 1))
+            why = self._capacity.refusal(max(self._refused_bytes, headroom, 1))
             return f"spool full: {why}" if why else None
 
     def stats(self) -> WriterStats:

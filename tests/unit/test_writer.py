@@ -190,3 +190,14 @@ def test_interval_policy_fsyncs_in_the_background(make_writer):
     while writer.stats().fsyncs == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert writer.stats().fsyncs >= 1
+
+
+def test_readiness_turns_off_near_the_cap_before_appends_fail(make_writer):
+    writer = make_writer(max_spool_bytes=1_000_000, segment_bytes=10**9)
+    line = b'{"pad":"' + b"x" * 989 + b'"}\n'  # 1,000 bytes
+    for _ in range(930):
+        writer.append(line)
+    assert writer.refusal() is None
+    for _ in range(50):
+        writer.append(line)  # 980,000 bytes: appends still fit ...
+    assert "full" in writer.refusal(), "... but a probe says unready within the headroom (64 KiB here)"
