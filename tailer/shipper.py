@@ -64,7 +64,6 @@ class Shipper:
         self.metrics = metrics or TailerMetrics()
         self._dir = config.spool_dir
         self._store = CheckpointStore(self._dir)  # raises CheckpointLocked for a second tailer
-        self._offsets_at_start = dict(self._store.offsets)
         self._progress: dict[str, SegmentProgress] = {}
         self._packer = self._make_packer(sink, shard_map)
         self._ready: deque[Batch] = deque()
@@ -205,6 +204,9 @@ class Shipper:
             else:
                 progress.segment = segment
         for segment_id in [s for s in self._progress if s not in seen]:
+            name = self._progress[segment_id].segment.name
+            if (self._dir / name.active_name).exists() or (self._dir / name.sealed_name).exists():
+                continue  # renamed while the directory was read (readdir may then miss it): still here
             progress = self._progress.pop(segment_id)
             progress.close_fd()
             self._dirty = True
@@ -214,7 +216,7 @@ class Shipper:
         self._update_gauges()
 
     def _track(self, segment) -> None:
-        acked = self._offsets_at_start.get(segment.segment_id, 0)
+        acked = self._store.offsets.get(segment.segment_id, 0)  # the last checkpoint saved
         if acked > segment.size:
             log.error("checkpoint is past the end of its segment; shipping it again from the start",
                       extra={"segment": segment.segment_id, "checkpoint": acked, "size": segment.size})

@@ -22,6 +22,18 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPO
     os.environ.pop(_name, None)
 
 
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_left_running():
+    """Servers in tests stop by themselves, also when a test fails half-way."""
+    yield
+    from tests.helpers import RUNNING
+
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.process.poll() is None:
+            proc.kill()
+
+
 @pytest.fixture(scope="session")
 def moto():
     from tests.servers.kinesis import MotoServer

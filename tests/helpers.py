@@ -56,6 +56,9 @@ class LiveReceiver:
         self.state.writer.close()
 
 
+RUNNING: list[Proc] = []  # every Proc started; tests/conftest.py kills what a test left running
+
+
 class Proc:
     """A `spoolship` sub-command as a real subprocess, its JSON log lines collected."""
 
@@ -71,6 +74,7 @@ class Proc:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        RUNNING.append(self)
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -99,8 +103,18 @@ class Proc:
             self._reader.join(5)
 
     def kill(self) -> None:
+        """SIGKILL this process and any children it had (a supervisor's workers)."""
+        import psutil
+
         if self.process.poll() is None:
+            try:
+                children = psutil.Process(self.process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                children = []
             self.process.kill()
+            for child in children:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
         self.process.wait(30)
 
 

@@ -304,3 +304,24 @@ def test_linger_bounds_latency_even_when_lines_trickle_in(spool_dir):
     shipper.close()
     delays = sorted(seen_at[line] - appended_at[line] for line in appended_at)
     assert delays[-1] < 0.5, f"worst delay {delays[-1]:.2f}s with linger 0.1s"
+
+
+def test_a_listing_that_misses_a_segment_mid_rename_does_not_drop_it(spool_dir, monkeypatch):
+    """readdir may return neither name of a file renamed during the listing."""
+    import tailer.shipper as shipper_module
+
+    writer, lines = write_lines(spool_dir, "live", 50, seal=False, segment_bytes=10**9)
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink)
+    run_until(shipper, lambda: len(sink.accepted) == 50 and not shipper._dirty)
+    real = shipper_module.list_segments
+    monkeypatch.setattr(shipper_module, "list_segments", lambda *a, **k: [])
+    shipper.request_rescan()
+    shipper.ship_once()
+    monkeypatch.setattr(shipper_module, "list_segments", real)
+    assert len(shipper._progress) == 1, "the segment is still tracked"
+    writer.close()
+    shipper.request_rescan()
+    run_until(shipper, lambda: not list_segments(spool_dir))
+    shipper.close()
+    assert sink.accepted == lines, "nothing shipped twice"

@@ -69,7 +69,8 @@ def test_seals_by_age_in_the_background(make_writer, spool_dir):
     writer = make_writer(segment_age_seconds=0.2)
     writer.append(b"{}\n")
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and list_segments(spool_dir)[0].state is not SegmentState.SEALED:
+    # A listing taken during the rename may show neither name (readdir and rename race), so retry.
+    while time.monotonic() < deadline and [s.state for s in list_segments(spool_dir)] != [SegmentState.SEALED]:
         time.sleep(0.05)
     assert [s.state for s in list_segments(spool_dir)] == [SegmentState.SEALED]
 
