@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Work files go under bench/bench-*/ (ignored by git) on the repository's disk, never the repo root.
+WORK_DIR = Path(__file__).resolve().parent
 
 from bench.common import event_line, report  # noqa: E402
 from spooler import FsyncPolicy, SpoolWriter, WriterConfig  # noqa: E402
@@ -76,11 +78,11 @@ def main() -> None:
     lines = [event_line(n) for n in range(args.events)]
     bare, ours = [], []
     for _ in range(args.rounds):
-        with tempfile.TemporaryDirectory(dir=".") as d:
+        with tempfile.TemporaryDirectory(prefix="bench-spool-", dir=WORK_DIR) as d:
             bare.append(bare_loop(Path(d), lines))
-        with tempfile.TemporaryDirectory(dir=".") as d:
+        with tempfile.TemporaryDirectory(prefix="bench-spool-", dir=WORK_DIR) as d:
             ours.append(writer_loop(Path(d), lines))
-    with tempfile.TemporaryDirectory(dir=".") as d:
+    with tempfile.TemporaryDirectory(prefix="bench-spool-", dir=WORK_DIR) as d:
         gc = group_commit(Path(d), threads=16, per_thread=250)
     ratio = max(ours) / max(bare)
     print(f"bare os.write  : {max(bare):>10,.0f} appends/s")
