@@ -22,6 +22,7 @@ COMMANDS = {
     "status": ("spoolship.commands.status", "Show what is in a spool and how far behind the tailer is."),
     "up": ("spoolship.commands.up", "The whole pipeline on this machine: Kinesis-API server, receiver, tailer."),
     "peek": ("spoolship.commands.peek", "Print the events in a stream as NDJSON, across all shards."),
+    "rescue": ("spoolship.commands.rescue", "Drain the spool claims a scaled-down StatefulSet left (one pass)."),
 }
 
 
