@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KINESALITE := .tools/node_modules/.bin/kinesalite
 KINESALITE_VERSION := 3.3.3
 
-.PHONY: setup run test test-fast test-soak lint bench clean kinesalite
+.PHONY: setup run test test-fast test-soak lint bench clean kinesalite lock
 
 setup: $(STAMP)
 
@@ -46,6 +46,18 @@ bench: setup kinesalite
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		(echo "install wrk to run the receiver benchmarks" && exit 1)
 	$(PY) bench/run_all.py
+
+# The image's dependency locks (deploy/Containerfile installs them with pip --require-hashes), made from
+# pyproject.toml by a pinned uv: every platform, Python 3.11, a hash for every file. Run after changing
+# a pin; tests/unit/test_lock.py fails while a lock and pyproject.toml disagree.
+UV_VERSION := 0.13.9
+UV_COMPILE := $(VENV)/bin/uv pip compile pyproject.toml - --universal --python-version 3.11 \
+	--generate-hashes --quiet --custom-compile-command 'make lock'
+BUILD_REQUIRES := $(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))'
+lock: setup
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(BUILD_REQUIRES) | $(UV_COMPILE) -o deploy/requirements.lock
+	$(BUILD_REQUIRES) | $(UV_COMPILE) --extra local -o deploy/requirements-local.lock
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .hypothesis spool
