@@ -14,10 +14,17 @@ from dataclasses import dataclass, field
 
 import orjson
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
-from spooler import AppendRefused, SpoolWriter, WriterConfig, new_writer_id
+from spooler import (
+    AppendRefused,
+    FsyncPolicy,
+    SpoolFull,
+    SpoolUnwritable,
+    SpoolWriter,
+    WriterConfig,
+    new_writer_id,
+)
 
 from .auth import ApiKeys
 from .body import BodyLimits, decode_body, media_type, parse_events
@@ -26,13 +33,17 @@ from .cors import CorsPolicy
 from .errors import ApiError, BadRequest, TooLarge, Unavailable
 from .metrics import ReceiverMetrics
 from .openapi import build_openapi
+from .probes import add_probe_routes
 from .stamping import IdGenerator, format_received_at
+from .throttled_log import ThrottledLog
 from .validation import EventValidator
 
-__all__ = ["ReceiverState", "create_app", "writer_config"]
+__all__ = ["ReceiverState", "create_app", "create_probe_app", "writer_config"]
 
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
+SYNC_HEADER = "X-Spoolship-Sync"  # on a 201 to a sync request: "fsynced", or "ignored" (see _sync_honoured)
+_PUBLIC_REFUSALS = {SpoolFull: "the spool is full", SpoolUnwritable: "the spool cannot be written"}
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
@@ -49,6 +60,10 @@ class ReceiverState:
     limits: BodyLimits
     ids: IdGenerator = field(default_factory=IdGenerator)
     draining: bool = False
+    sync_honoured: bool = False  # see _sync_honoured
+    writer_always_syncs: bool = False  # --fsync always: every 201 follows an fsync anyway
+    refusals_log: ThrottledLog = field(default_factory=lambda: ThrottledLog(log, "appends refused"))
+    loop_seen_at: float | None = None  # time.monotonic() of the serving loop's last tick (None: not serving)
 
 
 def writer_config(config: ReceiverConfig, worker: str | int = "0") -> WriterConfig:
@@ -74,12 +89,23 @@ def create_app(config: ReceiverConfig, writer: SpoolWriter | None = None) -> Fla
         keys=ApiKeys(config.api_key_file) if config.api_key_file else None,
         metrics=ReceiverMetrics(),
         limits=BodyLimits(config.max_inflated_bytes, config.max_event_bytes, config.max_events, config.max_depth),
+        sync_honoured=_sync_honoured(config),
+        writer_always_syncs=config.fsync is FsyncPolicy.ALWAYS,
     )
     app = Flask("spoolship.receiver")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["spoolship"] = state
     openapi_body = orjson.dumps(build_openapi(config))
     _register_routes(app, state, openapi_body)
+    add_probe_routes(app, state, detailed=False, metrics_route=config.probe_port is None)
+    _register_error_handlers(app, state)
+    return app
+
+
+def create_probe_app(state: ReceiverState) -> Flask:
+    """The app of the ``--probe-port`` listener: the probes and metrics of ``state``'s worker."""
+    app = Flask("spoolship.probes")
+    add_probe_routes(app, state, detailed=True, metrics_route=True)
     _register_error_handlers(app, state)
     return app
 
@@ -100,16 +126,22 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         events = parse_events(body, kind, state.limits)
         state.validator.validate(events)
         data = _serialize(events, state)
+        sync_asked = _wants_sync(environ)
         try:
-            state.writer.append(data, sync=_wants_sync(environ))
+            state.writer.append(data, sync=sync_asked and state.sync_honoured)
         except AppendRefused as exc:
-            raise Unavailable(str(exc), exc.retry_after_seconds) from None
+            # The details (bytes, cap, free disk, errno) are for the operator, not for any client.
+            state.refusals_log.add(reason=str(exc))
+            raise Unavailable(_PUBLIC_REFUSALS.get(type(exc), "the spool refused the write"),
+                              exc.retry_after_seconds) from None
         metrics.events_accepted.inc(len(events))
         metrics.bytes_accepted.inc(len(data))
         metrics.request_seconds.observe(time.perf_counter() - started)
         response = Response(b'{"accepted":%d}' % len(events), status=201, content_type=JSON_TYPE)
         if cors_headers:
             response.headers.update(cors_headers)
+        if sync_asked:
+            response.headers[SYNC_HEADER] = "fsynced" if state.sync_honoured or state.writer_always_syncs else "ignored"
         return response
 
     def _read_body(environ: dict) -> bytes:
@@ -129,30 +161,20 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         headers = state.cors.preflight_headers(request.headers.get("Origin"))
         return Response(b"", status=204, headers=headers)
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return Response(b'{"status":"ok"}', status=200, content_type=JSON_TYPE)
-
-    @app.get("/readyz")
-    def readyz() -> Response:
-        reason = "shutting down" if state.draining else state.writer.refusal()
-        metrics.ready.set(0 if reason else 1)
-        if reason:
-            error = Unavailable(reason, 1.0)
-            return Response(orjson.dumps({"status": "unready", "reason": reason}), status=503,
-                            content_type=JSON_TYPE, headers=error.headers())
-        return Response(b'{"status":"ready"}', status=200, content_type=JSON_TYPE)
-
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
-        stats = state.writer.stats()
-        metrics.spool_bytes.set(stats.spool_bytes)
-        metrics.spool_free_bytes.set(stats.free_bytes)
-        return Response(metrics.exposition(), status=200, content_type=CONTENT_TYPE_LATEST)
-
     @app.get("/openapi.json")
     def openapi() -> Response:
         return Response(openapi_body, status=200, content_type=JSON_TYPE)
+
+
+def _sync_honoured(config: ReceiverConfig) -> bool:
+    """``?sync=1`` is honoured only with ``--allow-sync``, and never under ``--fsync never``.
+
+    With ``--api-key-file`` only requests with a valid key reach the append, so only they
+    can ask. Off by default: any client could otherwise force one fsync per request.
+    """
+    if config.allow_sync and config.fsync is FsyncPolicy.NEVER:
+        log.warning("--allow-sync has no effect under --fsync never: sync requests are ignored")
+    return config.allow_sync and config.fsync is not FsyncPolicy.NEVER
 
 
 def _wants_sync(environ: dict) -> bool:
@@ -187,9 +209,7 @@ def _register_error_handlers(app: Flask, state: ReceiverState) -> None:
         state.metrics.requests_rejected.labels(error.code).inc()
         response = Response(error.body(), status=error.status, content_type=JSON_TYPE)
         response.headers.update(error.headers())
-        origin = request.headers.get("Origin")
-        if state.cors.enabled and origin and error.status != 403:
-            response.headers.update(state.cors.headers_for(origin))
+        response.headers.update(state.cors.allowed_headers(request.environ.get("HTTP_ORIGIN")))
         return response
 
     @app.errorhandler(ApiError)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from .errors import BadRequest, TooLarge, Unsupported
+from .errors import BadRequest, TooLarge, Unsupported, quote_client_value
 
 __all__ = ["BodyLimits", "decode_body", "parse_events"]
 
@@ -39,11 +39,11 @@ def media_type(content_type: str | None) -> str:
     kind, _, params = content_type.partition(";")
     kind = kind.strip().lower()
     if kind not in _KNOWN_TYPES or kind == "application/json-seq":
-        raise Unsupported(f"Content-Type {kind!r} is not accepted: use {JSON}, {NDJSON} or {TEXT}")
+        raise Unsupported(f"Content-Type {quote_client_value(kind)} is not accepted: use {JSON}, {NDJSON} or {TEXT}")
     for param in params.split(";"):
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            raise Unsupported(f"charset {value.strip()!r} is not accepted: send UTF-8")
+            raise Unsupported(f"charset {quote_client_value(value.strip())} is not accepted: send UTF-8")
     return kind
 
 
@@ -53,7 +53,7 @@ def decode_body(raw: bytes, content_encoding: str | None, limits: BodyLimits) ->
     if encoding in ("identity", ""):
         return raw
     if encoding not in ("gzip", "x-gzip"):
-        raise Unsupported(f"Content-Encoding {encoding!r} is not accepted: use gzip or none")
+        raise Unsupported(f"Content-Encoding {quote_client_value(encoding)} is not accepted: use gzip or none")
     inflater = zlib.decompressobj(wbits=31)
     try:
         out = inflater.decompress(raw, limits.max_inflated_bytes + 1)

@@ -11,6 +11,12 @@
 
 Nothing a client sends may become a 500: anything else is a bug, answered as a
 JSON 500 without a stack trace and logged.
+
+An error body may repeat what the client sent (an origin, a content type, a
+schema message naming its fields), but never more than a few dozen characters
+of it: :func:`quote_client_value` clips a value where a message embeds it, and
+:meth:`ApiError.body` clips every string it holds as a last line of defence, so
+a client cannot make the receiver echo (or a log store keep) kilobytes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import math
 import orjson
 
 __all__ = [
+    "MAX_CLIENT_VALUE_CHARS",
+    "MAX_MESSAGE_CHARS",
     "ApiError",
     "BadRequest",
     "Invalid",
@@ -28,7 +36,33 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "Unsupported",
+    "clip",
+    "quote_client_value",
 ]
+
+MAX_CLIENT_VALUE_CHARS = 64  # of a client's value quoted in a message
+MAX_MESSAGE_CHARS = 300  # of any string in an error body
+_ELLIPSIS = "…"
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + _ELLIPSIS
+
+
+def quote_client_value(value: object) -> str:
+    """A client-sent value as it may appear in a message: quoted, at most 64 characters of it."""
+    return repr(clip(str(value), MAX_CLIENT_VALUE_CHARS))
+
+
+def _clip_strings(value: object) -> object:
+    if isinstance(value, str):
+        return clip(value, MAX_MESSAGE_CHARS)
+    if isinstance(value, list):
+        return [_clip_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clip_strings(v) for k, v in value.items()}
+    return value
 
 
 class ApiError(Exception):
@@ -41,7 +75,7 @@ class ApiError(Exception):
         self.details = details
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": self.code, "message": self.message, **self.details})
+        return orjson.dumps(_clip_strings({"error": self.code, "message": self.message, **self.details}))
 
     def headers(self) -> dict[str, str]:
         return {}

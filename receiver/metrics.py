@@ -46,6 +46,15 @@ class ReceiverMetrics:
         self.ready = Gauge(
             "spoolship_receiver_ready", "1 when accepting appends", multiprocess_mode="min", registry=r
         )
+        self.api_keys = Gauge(
+            "spoolship_receiver_api_keys", "API keys in use (0 with --api-key-file: every request is refused)",
+            multiprocess_mode="min", registry=r,
+        )
+        self.api_key_file_ok = Gauge(
+            "spoolship_receiver_api_key_file_ok",
+            "0 while the API key file cannot be read and the last good keys stay in use",
+            multiprocess_mode="min", registry=r,
+        )
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

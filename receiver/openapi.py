@@ -23,6 +23,10 @@ def build_openapi(config: ReceiverConfig) -> dict:
         "oneOf": [event, {"type": "array", "items": event, "minItems": 1, "maxItems": config.max_events}],
     }
     security = [{"bearer": []}, {"apiKey": []}] if config.api_key_file else []
+    if config.allow_sync and config.fsync.value != "never":
+        sync_description = "answer only after the events are fsynced"
+    else:
+        sync_description = "ignored by this receiver (see --allow-sync); the answer says X-Spoolship-Sync: ignored"
     return {
         "openapi": "3.1.0",
         "info": {
@@ -38,9 +42,9 @@ def build_openapi(config: ReceiverConfig) -> dict:
                     "parameters": [
                         {"name": "sync", "in": "query", "required": False,
                          "schema": {"type": "string", "enum": ["0", "1", "true"]},
-                         "description": "answer only after the events are fsynced"},
+                         "description": sync_description},
                         {"name": "X-Spoolship-Sync", "in": "header", "required": False,
-                         "schema": {"type": "string"}},
+                         "schema": {"type": "string", "enum": ["1"]}, "description": sync_description},
                         {"name": "Content-Encoding", "in": "header", "required": False,
                          "schema": {"type": "string", "enum": ["gzip", "identity"]}},
                     ],
@@ -56,9 +60,14 @@ def build_openapi(config: ReceiverConfig) -> dict:
                         "201": {
                             "description": "All events written to the spool",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+                            "headers": {"X-Spoolship-Sync": {
+                                "schema": {"type": "string", "enum": ["fsynced", "ignored"]},
+                                "description": "only on a sync request: whether the events were fsynced "
+                                               "before this answer"}},
                         },
                         "400": _error("Malformed body or events failing validation (nothing written)"),
-                        "401": _error("Missing or wrong API key"),
+                        "401": _error("Missing or wrong API key (for a body over 64 KiB or chunked: "
+                                      "answered when the headers end, and the connection closed)"),
                         "403": _error("Origin not allowed (see --cors-origin)"),
                         "413": _error("Body, inflated body, event or event count too large"),
                         "415": _error("Unsupported Content-Type, charset or Content-Encoding"),
@@ -71,7 +80,8 @@ def build_openapi(config: ReceiverConfig) -> dict:
             "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "The spool accepts appends", "responses": {
                 "200": {"description": "ready"}, "503": {"description": "spool full, unwritable or shutting down"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}},
+            **({} if config.probe_port is not None else {"/metrics": {"get": {
+                "summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}}}),
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "spec"}}}},
         },
         "components": {

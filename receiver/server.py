@@ -14,58 +14,17 @@ import signal
 import socket
 import threading
 import time
-import warnings
-
-import orjson
-from flask import Flask
-from waitress.channel import HTTPChannel
-from waitress.server import create_server
-from waitress.task import ErrorTask
 
 from spooler import SpoolWriter
 
 from .app import ReceiverState, create_app, writer_config
 from .config import ReceiverConfig
+from .listener import bind_socket, make_server
+from .probe_listener import ProbeListener
 
-__all__ = ["bind_socket", "serve"]
+__all__ = ["bind_socket", "make_server", "serve"]
 
 log = logging.getLogger(__name__)
-# One send() for headers and body (waitress's default flushes the headers alone first).
-SEND_BYTES = 65536
-CHANNEL_TIMEOUT_SECONDS = 30
-LISTEN_BACKLOG = 2048
-
-
-def bind_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    if listen:
-        sock.listen(LISTEN_BACKLOG)
-    return sock
-
-
-class _JsonErrorTask(ErrorTask):
-    """waitress's own errors (body over the limit, malformed request line, ...) as JSON too."""
-
-    def execute(self) -> None:
-        error = self.request.error
-        code = {413: "too_large", 431: "headers_too_large"}.get(error.code, "bad_request")
-        body = orjson.dumps({"error": code, "message": f"{error.reason}: {error.body}"})
-        self.status = f"{error.code} {error.reason}"
-        self.response_headers.append(("Content-Type", "application/json"))
-        self.set_close_on_finish()
-        self.content_length = len(body)
-        self.write(body)
-
-
-class _JsonErrorChannel(HTTPChannel):
-    error_task_class = _JsonErrorTask
-
-
 class _GracefulStop:
     """Turns a signal into: unready → (delay) → stop accepting → drain → end the loop."""
 
@@ -109,30 +68,6 @@ class _GracefulStop:
             dispatcher.close()
 
 
-def make_server(app: Flask, sock: socket.socket, config: ReceiverConfig):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # send_bytes: still the only knob for this
-        server = create_server(
-            app,
-            sockets=[sock],
-            threads=config.threads,
-            send_bytes=SEND_BYTES,
-            ident="spoolship",
-            channel_timeout=CHANNEL_TIMEOUT_SECONDS,
-            max_request_body_size=2 * config.max_body_bytes,
-            expose_tracebacks=False,
-            backlog=LISTEN_BACKLOG,
-        )
-
-    server.channel_class = _JsonErrorChannel
-
-    def pull_trigger_thunk(thunk) -> None:
-        server.trigger.pull_trigger(thunk)
-
-    server.pull_trigger_thunk = pull_trigger_thunk
-    return server
-
-
 PARENT_CHECK_SECONDS = 0.5
 
 
@@ -153,23 +88,37 @@ def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socke
           supervised: bool = False) -> int:
     """Run one worker until SIGTERM/SIGINT (or, if ``supervised``, its parent's death); return the exit code."""
     writer = SpoolWriter(writer_config(config, worker))
+    probes: ProbeListener | None = None
     try:
         app = create_app(config, writer=writer)
         state: ReceiverState = app.extensions["spoolship"]
+        shared = config.workers > 1
         if sock is None:
-            sock = bind_socket(config.host, config.port, reuse_port=config.workers > 1)
-        server = make_server(app, sock, config)
+            sock = bind_socket(config.host, config.port, reuse_port=shared)
+        server = make_server(app, sock, config, keys=state.keys, on_tick=lambda: _tick(state))
+        if config.probe_port is not None:
+            probes = ProbeListener(state, config, bind_socket(config.host, config.probe_port, reuse_port=shared))
         stopper = _GracefulStop(server, state, config)
         signal.signal(signal.SIGTERM, stopper.on_signal)
         signal.signal(signal.SIGINT, stopper.on_signal)
         if supervised:
             _stop_when_parent_dies(stopper)
         host, port = sock.getsockname()[:2]
+        _tick(state)
+        if probes is not None:
+            probes.start()
         log.info("receiver listening", extra={"host": host, "port": port, "worker": str(worker),
+                                              "probe_port": probes.port if probes else None,
                                               "writer": writer.config.writer_id, "threads": config.threads})
         server.run()
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=config.shutdown_timeout_seconds)
     finally:
+        if probes is not None:
+            probes.close()  # after the drain: the kubelet saw "unready: shutting down" until the end
         writer.close()
     log.info("receiver stopped", extra={"worker": str(worker), "writer": writer.config.writer_id})
     return 0
+
+
+def _tick(state: ReceiverState) -> None:
+    state.loop_seen_at = time.monotonic()

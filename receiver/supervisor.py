@@ -1,7 +1,7 @@
 """``--workers N``: N processes sharing one port with SO_REUSEPORT.
 
-The parent binds the port first (without listening) so that port 0 resolves to
-one real port for every worker, starts the workers, restarts any that dies
+The parent binds the port (and ``--probe-port``) first, without listening, so
+that port 0 resolves to one real port for every worker, starts the workers, restarts any that dies
 (with a backoff if it keeps dying at start), and on SIGTERM forwards SIGTERM to
 all of them and waits: each worker drains and seals its own segments.
 Prometheus multi-process mode aggregates the workers' metrics.
@@ -49,21 +49,26 @@ class Supervisor:
         self._stopping = False
 
     def run(self) -> int:
-        reserved = bind_socket(self._config.host, self._config.port, reuse_port=True, listen=False)
-        config = dataclasses.replace(self._config, port=reserved.getsockname()[1])
+        reserved = [bind_socket(self._config.host, self._config.port, reuse_port=True, listen=False)]
+        config = dataclasses.replace(self._config, port=reserved[0].getsockname()[1])
+        if config.probe_port is not None:
+            reserved.append(bind_socket(config.host, config.probe_port, reuse_port=True, listen=False))
+            config = dataclasses.replace(config, probe_port=reserved[1].getsockname()[1])
         metrics_dir = tempfile.mkdtemp(prefix="spoolship-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._workers = [self._start(config, i) for i in range(config.workers)]
-            log.info("supervisor started", extra={"workers": config.workers, "port": config.port})
+            log.info("supervisor started", extra={"workers": config.workers, "port": config.port,
+                                                  "probe_port": config.probe_port})
             while not self._stopping:
                 self._reap_and_restart(config)
                 time.sleep(POLL_SECONDS)
             return self._stop_all()
         finally:
-            reserved.close()
+            for sock in reserved:
+                sock.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 

@@ -41,7 +41,14 @@ class LiveReceiver:
         sock = bind_socket("127.0.0.1", 0, reuse_port=False)
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = make_server(self.app, sock, config)
+        self.server = make_server(self.app, sock, config, keys=self.state.keys)
+        self.probes = None
+        if config.probe_port is not None:
+            from receiver.probe_listener import ProbeListener
+
+            self.probes = ProbeListener(self.state, config, bind_socket("127.0.0.1", config.probe_port,
+                                                                        reuse_port=False)).start()
+            self.probe_url = f"http://127.0.0.1:{self.probes.port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
@@ -53,6 +60,8 @@ class LiveReceiver:
         self.server.pull_trigger_thunk(close_all)
         self.thread.join(10)
         self.server.task_dispatcher.shutdown()
+        if self.probes is not None:
+            self.probes.close()
         self.state.writer.close()
 
 

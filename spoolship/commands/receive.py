@@ -8,12 +8,14 @@ from pathlib import Path
 import click
 
 from receiver.config import (
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_INFLATED_BYTES,
     DEFAULT_PORT,
+    DEFAULT_READ_TIMEOUT_SECONDS,
     DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
     DEFAULT_THREADS,
     ReceiverConfig,
@@ -81,6 +83,18 @@ def worker_main(config: ReceiverConfig, index: int, log_level: str = "info") -> 
               help="After SIGTERM, keep serving (unready) this long before draining.")
 @option("--shutdown-timeout", "shutdown_timeout_seconds", type=DURATION,
               default=DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, help="Longest wait for requests in flight.")
+@option("--idle-timeout", "idle_timeout_seconds", type=DURATION, default=DEFAULT_IDLE_TIMEOUT_SECONDS,
+              help="Close a keep-alive connection idle this long; keep it above the proxy's keep-alive "
+                   "(ingress-nginx and AWS ALB: 60 s), or the proxy may reuse a closing one (502).")
+@option("--read-timeout", "read_timeout_seconds", type=DURATION, default=DEFAULT_READ_TIMEOUT_SECONDS,
+              help="Close a connection whose request headers take longer, or whose body then comes "
+                   "slower than 1 KiB/s (slowloris).")
+@option("--probe-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Also serve /healthz, /readyz and /metrics on this port, which a flood of clients on "
+                   "--port cannot starve; /metrics then leaves --port. Default: probes on --port only.")
+@option("--allow-sync/--no-allow-sync", default=False,
+              help="Honour ?sync=1 / X-Spoolship-Sync (fsync before the 201) from clients with a valid key "
+                   "(every client without --api-key-file); never under --fsync never.")
 @option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def receive(log_level: str, **options) -> None:
     """Run the HTTP receiver: validate events, append them to the spool, answer 201."""

@@ -117,7 +117,7 @@ def test_client_id_is_kept_and_no_stamp_keeps_bytes(live, spool_dir, tmp_path):
 
 
 def test_sync_request_is_fsynced_before_the_answer(live):
-    server = live()
+    server = live(allow_sync=True, fsync="interval", fsync_interval_seconds=3600)
     before = server.state.writer.stats().fsyncs
     assert post(server, {"n": 1}, params={"sync": "1"}).status_code == 201
     assert post(server, {"n": 2}, headers={"X-Spoolship-Sync": "1"}).status_code == 201

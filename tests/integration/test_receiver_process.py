@@ -72,3 +72,24 @@ def test_sigterm_turns_readiness_off_while_requests_are_still_served(spool_dir):
     assert requests.post(url + "/v1/events", json={"late": 1}, timeout=5).status_code == 201
     assert proc.process.wait(30) == 0
     assert [e["late"] for e in spool_events(spool_dir)] == [1]
+
+
+def test_two_workers_share_the_probe_port_and_it_aggregates_their_metrics(spool_dir):
+    proc, url = start_receiver(spool_dir, "--workers", "2", "--threads", "2", "--probe-port", "0")
+    probe_port = proc.wait_for_log("supervisor started")["probe_port"]
+    assert probe_port and probe_port != int(url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 30
+    while sum(1 for r in proc.logs if r.get("event") == "receiver listening") < 2:
+        assert time.monotonic() < deadline, "".join(proc.raw)
+        time.sleep(0.05)
+    assert {r["probe_port"] for r in proc.logs if r.get("event") == "receiver listening"} == {probe_port}
+    for n in range(20):
+        r = requests.post(url + "/v1/events", json={"n": n}, headers={"Connection": "close"}, timeout=10)
+        assert r.status_code == 201
+    probe = f"http://127.0.0.1:{probe_port}"
+    assert requests.get(probe + "/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(probe + "/readyz", timeout=5).status_code == 200
+    metrics = requests.get(probe + "/metrics", timeout=5).text
+    assert "spoolship_receiver_events_accepted_total 20.0" in metrics, "both workers' counts, merged"
+    assert requests.get(url + "/metrics", timeout=5).status_code == 404
+    assert proc.stop(signal.SIGTERM) == 0

@@ -1,0 +1,141 @@
+"""One client holding many slow connections (slowloris) cannot knock the receiver over.
+
+Against a real `spoolship receive` process: while 150 connections dribble one
+header byte at a time, the kubelet's probes on ``--probe-port`` keep answering,
+and a fresh client still gets its POST accepted on the main port. In-process:
+slow requests are closed after ``--read-timeout`` (a steady slow upload is not),
+and idle keep-alive connections after ``--idle-timeout``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from receiver.config import DEFAULT_IDLE_TIMEOUT_SECONDS, ReceiverConfig
+from tests.helpers import LiveReceiver, spool_lines, start_receiver, wait_until
+from tests.rawhttp import read_response, server_closed
+
+SLOW_CONNECTIONS = 150
+PROBE_TIMEOUT_SECONDS = 5.0  # generous for a loaded 2-core box; the kubelet's default is 1 s
+
+
+class Slowloris:
+    """``count`` connections that each send a request line, then one header byte per ``interval``."""
+
+    def __init__(self, port: int, count: int, interval: float = 1.0) -> None:
+        self.sockets = []
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: receiver\r\nX-Slow: ")
+            self.sockets.append(sock)
+        self.closed_by_server = 0
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._dribble, daemon=True)
+        self._thread.start()
+
+    def _dribble(self) -> None:
+        while not self._stop.wait(self._interval):
+            for sock in list(self.sockets):
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    self.sockets.remove(sock)
+                    self.closed_by_server += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_probes_and_fresh_clients_are_served_through_a_slowloris_flood(spool_dir):
+    proc, url = start_receiver(spool_dir, "--probe-port", "0", "--threads", "4")
+    probe_url = f"http://127.0.0.1:{proc.wait_for_log('receiver listening')['probe_port']}"
+    port = int(url.rsplit(":", 1)[1])
+    flood = Slowloris(port, SLOW_CONNECTIONS)
+    try:
+        time.sleep(2.0)  # every slow connection accepted and dribbling
+        for round_ in range(3):
+            for path in ("/healthz", "/readyz", "/metrics"):
+                started = time.monotonic()
+                r = requests.get(probe_url + path, timeout=PROBE_TIMEOUT_SECONDS)
+                assert r.status_code == 200, (path, r.text)
+                assert time.monotonic() - started < PROBE_TIMEOUT_SECONDS
+            fresh = requests.post(url + "/v1/events", json={"round": round_}, timeout=10,
+                                  headers={"Connection": "close"})
+            assert fresh.status_code == 201, fresh.text
+            assert requests.get(url + "/healthz", timeout=PROBE_TIMEOUT_SECONDS).status_code == 200
+            time.sleep(0.5)
+        assert len(flood.sockets) == SLOW_CONNECTIONS, "still within --read-timeout: all slow connections open"
+    finally:
+        flood.close()
+    assert len(spool_lines(spool_dir)) == 3
+    assert proc.stop() == 0
+
+
+@pytest.fixture
+def live(spool_dir: Path):
+    servers = []
+
+    def start(**overrides) -> LiveReceiver:
+        settings = {"spool_dir": spool_dir, "min_free_bytes": 0, "fsync": "never"}
+        settings.update(overrides)
+        server = LiveReceiver(ReceiverConfig(**settings))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_slow_requests_are_closed_after_the_read_timeout_but_a_steady_upload_is_not(live, spool_dir):
+    server = live(read_timeout_seconds=1.0)
+    flood = Slowloris(server.port, 20, interval=0.3)
+    body = b'{"pad":"' + b"z" * 6000 + b'"}'
+    steady = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        steady.sendall(b"POST /v1/events HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % len(body))
+        started = time.monotonic()
+        for offset in range(0, len(body), 500):  # ~2.5 s at ~2.5 KiB/s: past the timeout, above the minimum rate
+            steady.sendall(body[offset:offset + 500])
+            time.sleep(0.2)
+        assert time.monotonic() - started > 2.0
+        assert read_response(steady).status == 201
+        wait_until(lambda: flood.closed_by_server == 20, timeout=15, interval=0.1,
+                   message="every slowloris connection closed by the server")
+    finally:
+        steady.close()
+        flood.close()
+    assert len(spool_lines(spool_dir)) == 1
+
+
+def test_idle_keep_alive_connections_live_for_the_idle_timeout(live):
+    server = live(idle_timeout_seconds=2.0)
+    assert server.server.adj.channel_timeout == 2.0
+    request = b"GET /healthz HTTP/1.1\r\nHost: r\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        assert read_response(sock).status == 200
+        time.sleep(1.0)
+        sock.sendall(request)  # still open after 1 s idle (waitress's old 30 s would be shorter than a proxy's 60 s)
+        assert read_response(sock).status == 200
+        idle_from = time.monotonic()
+        assert server_closed(sock, timeout=10.0), "an idle connection is closed after --idle-timeout"
+        assert 1.5 < time.monotonic() - idle_from < 6.0
+
+
+def test_the_default_idle_timeout_outlasts_the_proxies_keep_alive():
+    ingress_nginx_upstream_keepalive_seconds = 60
+    aws_alb_idle_seconds = 60
+    assert max(ingress_nginx_upstream_keepalive_seconds, aws_alb_idle_seconds) < DEFAULT_IDLE_TIMEOUT_SECONDS
+    assert ReceiverConfig(spool_dir=Path("x")).idle_timeout_seconds == DEFAULT_IDLE_TIMEOUT_SECONDS
