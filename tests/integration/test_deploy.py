@@ -428,7 +428,7 @@ def test_network_policies_let_only_the_ingress_and_prometheus_in(rendered):
             for peer in peers:
                 who = peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
                 allowed.setdefault(who, set()).update(p["port"] for p in rule["ports"])
-    assert allowed == {"ingress-nginx": {"http"}, "prometheus": {"http", "metrics"}}
+    assert allowed == {"ingress-nginx": {"http"}, "prometheus": {"probes", "metrics"}}
 
 
 def test_probes_hit_real_endpoints_on_declared_ports(rendered, tmp_path):
@@ -442,9 +442,11 @@ def test_probes_hit_real_endpoints_on_declared_ports(rendered, tmp_path):
         app.extensions["spoolship"].writer.close()
     ports = {p["name"]: p["containerPort"] for p in receiver["ports"]}
     assert int(arg_value(receiver["args"], "--port")) == ports["http"]
+    # The probes have a listener of their own, so slow clients on the events port cannot starve them.
+    assert int(arg_value(receiver["args"], "--probe-port")) == ports["probes"]
     for probe in ("readinessProbe", "livenessProbe"):
         get = receiver[probe]["httpGet"]
-        assert get["path"] in routes and get["port"] in ports
+        assert get["path"] in routes and get["port"] == "probes"
     assert receiver["readinessProbe"]["httpGet"]["path"] == "/readyz"
     tailer_ports = {p["name"]: p["containerPort"] for p in tailer["ports"]}
     assert int(arg_value(tailer["args"], "--metrics-port")) == tailer_ports["metrics"]
