@@ -17,7 +17,7 @@ from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
-from spooler import AppendRefused, SpoolWriter, WriterConfig, new_writer_id
+from spooler import AppendFailed, SpoolWriter, WriterConfig, new_writer_id
 
 from .auth import ApiKeys
 from .body import BodyLimits, decode_body, media_type, parse_events
@@ -102,8 +102,8 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         data = _serialize(events, state)
         try:
             state.writer.append(data, sync=_wants_sync(environ))
-        except AppendRefused as exc:
-            raise Unavailable(str(exc), exc.retry_after_seconds) from None
+        except AppendFailed as exc:  # "written": "none" (send it again) or "unknown" (see docs/http-api.md)
+            raise Unavailable(str(exc), exc.retry_after_seconds, written=exc.written) from None
         metrics.events_accepted.inc(len(events))
         metrics.bytes_accepted.inc(len(data))
         metrics.request_seconds.observe(time.perf_counter() - started)
