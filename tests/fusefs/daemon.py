@@ -109,13 +109,13 @@ class PowerCutFS(Operations):
     def _is_frozen(self, path: str) -> bool:
         return any(path == f or path.startswith(f + "/") for f in self.frozen)
 
-    def _enter(self, op: str, *paths: str) -> FaultRule | None:
+    def _enter(self, op: str, *paths: str, datasync: bool | None = None) -> FaultRule | None:
         """Count the call, find the rule that fires for it, wait out its delay or hold."""
         with self._mutex:
-            self.calls[op] += 1
+            self.calls[op if datasync is None else ("fdatasync" if datasync else "fsync")] += 1
             if any(self._is_frozen(p) for p in paths if p):
                 raise FuseOSError(errno.EIO)
-            fired = next((a.rule for a in self.rules.values() if a.rule.matches(op, paths) and a.take()), None)
+            fired = next((a.rule for a in self.rules.values() if a.rule.matches(op, paths, datasync) and a.take()), None)
         if fired is None:
             return None
         if fired.delay_seconds:
@@ -275,7 +275,7 @@ class PowerCutFS(Operations):
     def fsync(self, path, datasync, fh):
         node, where = self._handle(fh, path)
         try:
-            self._enter("fsync", where)
+            self._enter("fsync", where, datasync=bool(datasync))
         except FuseOSError as exc:
             if exc.errno != errno.EIO or not self._is_frozen(where):
                 with self._mutex:

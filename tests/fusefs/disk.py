@@ -96,15 +96,17 @@ class PowerCutDisk:
         if self.process is None:
             return
         with contextlib.suppress(Exception):
-            self._call("exit")
+            self._call("exit")  # the daemon detaches the mount (lazily: frozen machines may hold files)
         with contextlib.suppress(Exception):
             self._stream.close()
         try:
-            self.process.wait(30)
+            self.process.wait(2)
         except subprocess.TimeoutExpired:
+            # Files still open on the detached mount keep the daemon serving; killing it aborts the
+            # connection, and those descriptors then fail with ENOTCONN.
             self.process.kill()
             self.process.wait(10)
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
+        subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False, capture_output=True)
         self.process = None
 
     # -- the control socket ---------------------------------------------------------------

@@ -11,7 +11,8 @@ A rule with neither ``errno`` nor ``short`` only delays or holds.
 
 Operation names: ``create``, ``open``, ``read``, ``write``, ``truncate``,
 ``fsync`` (file fsync and fdatasync), ``fsyncdir``, ``rename``, ``unlink``,
-``mkdir``, ``rmdir``, ``readdir``, ``statfs``, or ``*`` for any of them.
+``mkdir``, ``rmdir``, ``readdir``, ``statfs``, or ``*`` for any of them. An
+``fsync`` rule may tell ``fsync`` from ``fdatasync`` (``datasync``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class FaultRule:
     skip: int = 0
     delay_seconds: float = 0.0
     hold: bool = False
+    datasync: bool | None = None  # fsync only: True matches fdatasync, False a full fsync, None both
 
     def __post_init__(self) -> None:
         if self.op not in OPERATIONS:
@@ -49,7 +51,9 @@ class FaultRule:
     def errno_value(self) -> int | None:
         return getattr(errno_module, self.errno) if self.errno else None
 
-    def matches(self, op: str, paths: tuple[str, ...]) -> bool:
+    def matches(self, op: str, paths: tuple[str, ...], datasync: bool | None = None) -> bool:
+        if self.datasync is not None and datasync is not None and self.datasync != datasync:
+            return False
         return self.op in (op, "*") and any(fnmatch.fnmatchcase(p, self.path) for p in paths if p)
 
     def to_json(self) -> dict:

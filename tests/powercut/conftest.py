@@ -10,6 +10,14 @@ import pytest
 from tests.fusefs import PowerCutDisk, fuse_missing
 
 _NAMES = itertools.count()
+SUMMARIES: list[str] = []  # one line per power-cut run, printed at the end of the session
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if SUMMARIES:
+        terminalreporter.section("power cuts: what each --fsync mode kept")
+        for line in SUMMARIES:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
