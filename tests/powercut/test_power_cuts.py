@@ -93,6 +93,8 @@ def test_sync_requests_are_kept_under_fsync_interval(disk, fresh, monkeypatch):
                                   sync_share=0.3, seed=4)
     SUMMARIES.append(summary(f"--fsync interval ({INTERVAL_SECONDS}s) with 30% sync=1", ledger, duplicates))
     assert not [i for i, (_, sync) in ledger.lost.items() if sync], "a sync=1 event was lost"
+    oldest = max((age for age, _ in ledger.lost.values()), default=0.0)
+    assert oldest - INTERVAL_SECONDS <= INTERVAL_MARGIN_SECONDS, f"an event {oldest:.3f}s old was lost"
 
 
 def test_fsync_never_is_measured(disk, fresh, monkeypatch):
