@@ -74,6 +74,7 @@ class GroupCommit:
 
     @property
     def durable_seq(self) -> int:
+        """Every byte up to here is settled: durable, or poisoned (its waiters get FsyncFailed)."""
         return self._durable_seq
 
     def wait_durable(self, seq: int) -> None:
@@ -113,16 +114,23 @@ class GroupCommit:
                 self._durable_seq = max(self._durable_seq, end_seq)
             else:
                 self._poison(cause, token, upto=end_seq)
+                self._durable_seq = max(self._durable_seq, end_seq)  # settled: poisoned
             self._cond.notify_all()
         if cause is not None:
             raise FsyncFailed(cause, token)
 
     def close_poison(self, token: object, end_seq: int) -> None:
-        """The writer sealed a segment: a poisoned range still open for it ends at ``end_seq``."""
+        """The writer sealed a segment: a poisoned range still open for it ends at ``end_seq``.
+
+        Everything up to ``end_seq`` is then settled (durable or poisoned), so nothing
+        retries an fsync for it, and a later segment's fsyncs may move past it.
+        """
         with self._cond:
             for poisoned in self._poisoned:
                 if poisoned.token is token and poisoned.upto is None:
                     poisoned.upto = end_seq
+                    self._durable_seq = max(self._durable_seq, end_seq)
+                    self._cond.notify_all()
 
     def wait_idle_then(self, action: Callable[[], None]) -> None:
         """Run ``action`` when no fsync is under way (closing a retired descriptor)."""

@@ -37,6 +37,7 @@ from .config import (
     CAPACITY_SCAN_INTERVAL_SECONDS,
     READY_HEADROOM_FRACTION,
     READY_HEADROOM_MIN_BYTES,
+    RECOVERY_PROBE_SECONDS,
     RETRY_AFTER_SECONDS,
     STALE_SCAN_INTERVAL_SECONDS,
     FsyncPolicy,
@@ -222,7 +223,8 @@ class SpoolWriter:
         self._fsync_failed = token
 
     def _after_fsync_failure(self, exc: FsyncFailed) -> None:
-        self._last_error = _describe(exc)
+        # Not a reason to go unready: the next append goes to a new segment (and fails there if
+        # the disk is really broken).
         if exc.token is not None and exc.token is self._active:
             log.error("segment fsync failed; sealing it",
                       extra={"segment": self._active.name.segment_id, "error": self._last_error})
@@ -288,6 +290,7 @@ class SpoolWriter:
         next_scan = now + CAPACITY_SCAN_INTERVAL_SECONDS  # the constructor has just measured
         next_fsync = now + config.fsync_interval_seconds
         next_stale = now + STALE_SCAN_INTERVAL_SECONDS
+        next_probe = now + RECOVERY_PROBE_SECONDS
         while not self._stop.wait(max(0.0, min(next_scan, next_fsync if interval else next_scan)
                                       - time.monotonic())):
             now = time.monotonic()
@@ -304,11 +307,31 @@ class SpoolWriter:
                 if now >= next_stale:
                     next_stale = now + STALE_SCAN_INTERVAL_SECONDS
                     self._remove_stale_creating()
+                if self._last_error is not None and now >= next_probe:
+                    next_probe = now + RECOVERY_PROBE_SECONDS
+                    self._probe_writable()
             except FsyncFailed as exc:
                 with self._lock:
                     self._after_fsync_failure(exc)
             except OSError as exc:
                 log.error("spool housekeeping failed", extra={"error": str(exc)})
+
+    def _probe_writable(self) -> None:
+        """After a write error, find out without traffic whether the disk takes writes again.
+
+        Readiness is off while ``_last_error`` is set, so a load balancer sends
+        nothing that could clear it: retire the segment the error happened on
+        (nothing of a failed write is in it) and open a fresh one. Success clears
+        the error; failure leaves nothing behind and is tried again later.
+        """
+        with self._lock:
+            if self._last_error is None or self._closed:
+                return
+            self._seal_locked()
+            with contextlib.suppress(SpoolUnwritable):
+                self._open_segment()
+                self._last_error = None
+                log.info("spool writable again")
 
     def _rescan_capacity(self) -> None:
         before = self._seq

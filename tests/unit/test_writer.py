@@ -434,3 +434,22 @@ def test_dead_letters_and_an_archive_inside_the_spool_count_toward_the_cap(spool
     writer.append(b'{"pad":"' + b"x" * 90 + b'"}\n')  # 101 bytes fit
     with pytest.raises(SpoolFull):
         writer.append(b'{"pad":"' + b"x" * 290 + b'"}\n')
+
+
+def test_readiness_comes_back_by_itself_without_traffic_once_the_disk_recovers(make_writer, spool_dir, monkeypatch):
+    """After a write error /readyz is unready, so a load balancer sends nothing that could clear it:
+    the writer must find out by itself that the disk takes writes again."""
+    writer = make_writer()
+    writer.append(b'{"n":1}\n')
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(SpoolUnwritable):
+        writer.append(b'{"n":2}\n')
+    monkeypatch.setattr(os, "write", real_write)
+    assert "unwritable" in writer.refusal()
+    deadline = time.monotonic() + 10
+    while writer.refusal() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.refusal() is None
+    writer.append(b'{"n":3}\n')
+    assert lines_in(spool_dir) == [b'{"n":1}\n', b'{"n":3}\n']
