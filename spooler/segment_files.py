@@ -13,14 +13,30 @@ import errno
 import fcntl
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .fsutil import fsync_dir
 from .naming import CREATING_PREFIX, SegmentName
 
-__all__ = ["create_segment", "rename_sealed", "write_rest"]
+__all__ = ["ActiveSegment", "create_segment", "describe_os_error", "rename_sealed", "write_rest"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActiveSegment:
+    """A writer's segment being appended to; also the token group commit knows it by."""
+
+    name: SegmentName
+    fd: int
+    start_seq: int
+    opened_at: float
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``ENOSPC: No space left on device``: how errors are shown in logs and 503 messages."""
+    return f"{errno.errorcode.get(exc.errno or 0, 'EIO')}: {exc.strerror or exc}"
 
 
 def create_segment(spool_dir: Path, name: SegmentName, *, durable: bool) -> int:

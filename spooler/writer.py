@@ -24,7 +24,6 @@ files; nothing on the append path waits for it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import threading
@@ -45,8 +44,15 @@ from .config import (
 )
 from .errors import AppendUncertain, SpoolFull, SpoolUnwritable
 from .group_commit import FsyncFailed, GroupCommit
+from .housekeeping import Housekeeper, Task
 from .naming import SegmentName
-from .segment_files import create_segment, rename_sealed, write_rest
+from .segment_files import (
+    ActiveSegment,
+    create_segment,
+    describe_os_error,
+    rename_sealed,
+    write_rest,
+)
 from .segments import remove_stale_creating
 
 __all__ = ["SpoolWriter", "WriterStats"]
@@ -63,20 +69,6 @@ class WriterStats:
     spool_bytes: int
     free_bytes: int
     fsync_failures: int = 0
-
-
-@dataclass(frozen=True)
-class _Active:
-    """The segment being appended to; also the token group commit knows it by."""
-
-    name: SegmentName
-    fd: int
-    start_seq: int
-    opened_at: float
-
-
-def _describe(exc: OSError) -> str:
-    return f"{errno.errorcode.get(exc.errno or 0, 'EIO')}: {exc.strerror or exc}"
 
 
 class SpoolWriter:
@@ -97,7 +89,7 @@ class SpoolWriter:
         self._seq_at_grant = 0  # _seq when the capacity guard last took our appends into account
         self._appends = 0
         self._always = config.fsync is FsyncPolicy.ALWAYS
-        self._active: _Active | None = None
+        self._active: ActiveSegment | None = None
         self._next_seq = 1
         self._sealed = 0
         self._last_error: str | None = None  # the last write error, until a write succeeds
@@ -106,10 +98,7 @@ class SpoolWriter:
         self._capacity = CapacityGuard(self._dir, config.max_spool_bytes, config.min_free_bytes)
         self._commit = GroupCommit(self._sync_target, self._note_fsync_failure)
         self._remove_stale_creating()
-        self._stop = threading.Event()
-        self._housekeeper = threading.Thread(
-            target=self._housekeep, name=f"spool-writer-{config.writer_id}", daemon=True
-        )
+        self._housekeeper = Housekeeper(f"spool-writer-{config.writer_id}", self._housekeeping_tasks())
         self._housekeeper.start()
 
     # -- the append path -------------------------------------------------------------
@@ -193,7 +182,7 @@ class SpoolWriter:
             log.warning("short write finished", extra={"bytes": len(data), "first_write": written})
             return
         self._seq += done  # the torn bytes are in the segment; its size accounting includes them
-        self._last_error = f"short write: {done} of {len(data)} bytes ({_describe(cause)})"
+        self._last_error = f"short write: {done} of {len(data)} bytes ({describe_os_error(cause)})"
         log.error("short write; segment sealed", extra={
             "segment": self._active.name.segment_id if self._active else None, "error": self._last_error})
         self._seal_locked()
@@ -201,7 +190,7 @@ class SpoolWriter:
                               "be delivered", retry_after_seconds=RETRY_AFTER_SECONDS) from cause
 
     def _refuse_write(self, exc: OSError) -> None:
-        self._last_error = _describe(exc)
+        self._last_error = describe_os_error(exc)
         self._budget = 0
         log.error("spool write failed", extra={"error": self._last_error})
         raise SpoolUnwritable(
@@ -215,7 +204,7 @@ class SpoolWriter:
             with self._lock:
                 self._after_fsync_failure(exc)
             raise AppendUncertain(
-                f"spool fsync failed ({_describe(exc)}): the events are written but may not survive a "
+                f"spool fsync failed ({describe_os_error(exc)}): the events are written but may not survive a "
                 "machine crash", retry_after_seconds=RETRY_AFTER_SECONDS) from exc
 
     def _note_fsync_failure(self, token: object) -> None:
@@ -239,7 +228,7 @@ class SpoolWriter:
             fd = create_segment(self._dir, name, durable=self.config.fsync is not FsyncPolicy.NEVER)
         except OSError as exc:
             self._refuse_write(exc)
-        self._active = _Active(name, fd, self._seq, time.monotonic())
+        self._active = ActiveSegment(name, fd, self._seq, time.monotonic())
         self._fd = fd
         log.info("segment opened", extra={"segment": name.segment_id})
 
@@ -283,38 +272,24 @@ class SpoolWriter:
 
     # -- background work ---------------------------------------------------------------
 
-    def _housekeep(self) -> None:
+    def _housekeeping_tasks(self) -> list[Task]:
         config = self.config
-        interval = config.fsync is FsyncPolicy.INTERVAL
-        now = time.monotonic()
-        next_scan = now + CAPACITY_SCAN_INTERVAL_SECONDS  # the constructor has just measured
-        next_fsync = now + config.fsync_interval_seconds
-        next_stale = now + STALE_SCAN_INTERVAL_SECONDS
-        next_probe = now + RECOVERY_PROBE_SECONDS
-        while not self._stop.wait(max(0.0, min(next_scan, next_fsync if interval else next_scan)
-                                      - time.monotonic())):
-            now = time.monotonic()
+        tasks = [
+            Task("capacity and age", CAPACITY_SCAN_INTERVAL_SECONDS, self._rescan_capacity_and_age),
+            Task("stale creates", STALE_SCAN_INTERVAL_SECONDS, self._remove_stale_creating),
+            Task("recovery probe", RECOVERY_PROBE_SECONDS, self._probe_writable),
+        ]
+        if config.fsync is FsyncPolicy.INTERVAL:
+            tasks.append(Task("interval fsync", config.fsync_interval_seconds, self._fsync_interval))
+        return tasks
+
+    def _fsync_interval(self) -> None:
+        if self._commit.durable_seq < self._seq:
             try:
-                if now >= next_scan:
-                    next_scan = now + CAPACITY_SCAN_INTERVAL_SECONDS
-                    self._rescan_capacity()
-                    self._seal_if_old(now)
-                if interval and now >= next_fsync:
-                    # Due times, not "sleep an interval": the loss bound stays one interval.
-                    next_fsync = max(next_fsync + config.fsync_interval_seconds, now)
-                    if self._commit.durable_seq < self._seq:
-                        self._commit.sync_now()
-                if now >= next_stale:
-                    next_stale = now + STALE_SCAN_INTERVAL_SECONDS
-                    self._remove_stale_creating()
-                if self._last_error is not None and now >= next_probe:
-                    next_probe = now + RECOVERY_PROBE_SECONDS
-                    self._probe_writable()
+                self._commit.sync_now()
             except FsyncFailed as exc:
                 with self._lock:
                     self._after_fsync_failure(exc)
-            except OSError as exc:
-                log.error("spool housekeeping failed", extra={"error": str(exc)})
 
     def _probe_writable(self) -> None:
         """After a write error, find out without traffic whether the disk takes writes again.
@@ -324,6 +299,8 @@ class SpoolWriter:
         (nothing of a failed write is in it) and open a fresh one. Success clears
         the error; failure leaves nothing behind and is tried again later.
         """
+        if self._last_error is None:
+            return
         with self._lock:
             if self._last_error is None or self._closed:
                 return
@@ -333,17 +310,15 @@ class SpoolWriter:
                 self._last_error = None
                 log.info("spool writable again")
 
-    def _rescan_capacity(self) -> None:
+    def _rescan_capacity_and_age(self) -> None:
         before = self._seq
         usage = self._capacity.measure()
         with self._lock:
             self._capacity.update(usage, self._seq - before)
             self._seq_at_grant = self._seq
             self._budget = 0  # re-decide with the fresh numbers on the next append
-
-    def _seal_if_old(self, now: float) -> None:
-        with self._lock:
-            if self._active is not None and now - self._active.opened_at >= self.config.segment_age_seconds:
+            active = self._active
+            if active is not None and time.monotonic() - active.opened_at >= self.config.segment_age_seconds:
                 self._seal_locked()
 
     # -- state for readiness, metrics and benchmarks ----------------------------------
@@ -381,9 +356,7 @@ class SpoolWriter:
 
     def close(self) -> None:
         """Stop the background thread and seal the active segment. Idempotent."""
-        self._stop.set()
-        if self._housekeeper.is_alive() and threading.current_thread() is not self._housekeeper:
-            self._housekeeper.join()
+        self._housekeeper.stop()
         with self._lock:
             if self._closed:
                 return
