@@ -12,6 +12,10 @@ freeze a subtree (every later call in it fails with EIO, as on a dead machine)
 and write its durable image as a new subtree beside it, for the test to
 "reboot" on. When the controlling test process goes away the daemon unmounts
 itself, so a crashed test never leaves a dead mount behind.
+
+Limits of the daemon (beyond the model's): no hard links, symlinks or extended
+attributes; a file unlinked while open can still be read, written, fsynced and
+closed, but ``fstat`` on it fails with ESTALE (libfuse has no path for it).
 """
 
 from __future__ import annotations
@@ -140,9 +144,14 @@ class PowerCutFS(Operations):
     # -- metadata -------------------------------------------------------------------------
 
     def getattr(self, path, fh=None):
-        if self._is_frozen(path):
+        if path is not None and self._is_frozen(path):
             raise FuseOSError(errno.EIO)
-        st = os.fstat(fh) if fh is not None and fh in self.handles else os.lstat(self._real(path))
+        if fh is not None and fh in self.handles:
+            st = os.fstat(fh)
+        elif path is None:
+            raise FuseOSError(errno.ENOENT)
+        else:
+            st = os.lstat(self._real(path))
         return {key.replace("_ns", ""): getattr(st, key) for key in _STAT_FIELDS}
 
     def access(self, path, amode):
@@ -305,6 +314,8 @@ class PowerCutFS(Operations):
         return 0
 
     def init_with_config(self, conn_info, config_3):
+        # (No nullpath_ok: fault rules match paths. With hard_remove, libfuse still passes no path
+        # for a file unlinked while open; the calls that take a handle then use the one it was opened as.)
         self.mounted.set()
 
     # -- control --------------------------------------------------------------------------
