@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KINESALITE := .tools/node_modules/.bin/kinesalite
 KINESALITE_VERSION := 3.3.3
 
-.PHONY: setup run test test-fast test-soak lint bench clean kinesalite lock
+.PHONY: setup run test test-fast test-soak lint bench clean kinesalite lock fuse3
 
 setup: $(STAMP)
 
@@ -25,10 +25,15 @@ $(KINESALITE):
 		mkdir -p .tools && npm install --silent --no-audit --no-fund --prefix .tools kinesalite@$(KINESALITE_VERSION) ; \
 	else echo "npm not found: kinesalite tests will be skipped"; fi
 
+# The power-cut disk (tests/fusefs) needs libfuse3 and fusermount3: Debian's fuse3 package.
+fuse3:
+	@command -v fusermount3 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq fuse3) || \
+		echo "could not install fuse3: the power-cut tests will fail (they skip only without /dev/fuse)"
+
 run: setup
 	$(VENV)/bin/spoolship up
 
-test: setup kinesalite
+test: setup kinesalite fuse3
 	$(PY) -m pytest
 
 test-fast: setup

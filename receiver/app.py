@@ -17,7 +17,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from spooler import (
-    AppendRefused,
+    AppendFailed,
+    AppendUncertain,
     FsyncPolicy,
     SpoolFull,
     SpoolUnwritable,
@@ -43,7 +44,8 @@ __all__ = ["ReceiverState", "create_app", "create_probe_app", "writer_config"]
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
 SYNC_HEADER = "X-Spoolship-Sync"  # on a 201 to a sync request: "fsynced", or "ignored" (see _sync_honoured)
-_PUBLIC_REFUSALS = {SpoolFull: "the spool is full", SpoolUnwritable: "the spool cannot be written"}
+_PUBLIC_REFUSALS = {SpoolFull: "the spool is full", SpoolUnwritable: "the spool cannot be written",
+                    AppendUncertain: "the spool could not make the write durable"}
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
@@ -129,11 +131,12 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         sync_asked = _wants_sync(environ)
         try:
             state.writer.append(data, sync=sync_asked and state.sync_honoured)
-        except AppendRefused as exc:
-            # The details (bytes, cap, free disk, errno) are for the operator, not for any client.
+        except AppendFailed as exc:
+            # "written": "none" (send it again) or "unknown" (see docs/http-api.md). The details
+            # (bytes, cap, free disk, errno) are for the operator's log, not for any client.
             state.refusals_log.add(reason=str(exc))
             raise Unavailable(_PUBLIC_REFUSALS.get(type(exc), "the spool refused the write"),
-                              exc.retry_after_seconds) from None
+                              exc.retry_after_seconds, written=exc.written) from None
         metrics.events_accepted.inc(len(events))
         metrics.bytes_accepted.inc(len(data))
         metrics.request_seconds.observe(time.perf_counter() - started)

@@ -11,7 +11,9 @@ from .checkpoint import CHECKPOINT_FILE, CheckpointStore, read_checkpoint
 from .config import FsyncPolicy, WriterConfig
 from .deadletter import DEAD_LETTER_DIR, count_dead_letters, write_dead_letter
 from .errors import (
+    AppendFailed,
     AppendRefused,
+    AppendUncertain,
     CheckpointCorrupt,
     CheckpointLocked,
     SpoolError,
@@ -20,14 +22,16 @@ from .errors import (
 )
 from .naming import SegmentName, new_writer_id, parse_segment_name
 from .reader import LineChunk, iter_chunks, read_lines, read_range
-from .segments import Segment, SegmentState, list_segments, seal_orphan
+from .segments import Segment, SegmentState, list_segments, remove_stale_creating, seal_orphan
 from .units import parse_duration, parse_size
 from .writer import SpoolWriter, WriterStats
 
 __all__ = [
     "CHECKPOINT_FILE",
     "DEAD_LETTER_DIR",
+    "AppendFailed",
     "AppendRefused",
+    "AppendUncertain",
     "CheckpointCorrupt",
     "CheckpointLocked",
     "CheckpointStore",
@@ -56,6 +60,7 @@ __all__ = [
     "read_checkpoint",
     "read_lines",
     "read_range",
+    "remove_stale_creating",
     "seal_orphan",
     "write_dead_letter",
 ]

@@ -24,6 +24,7 @@ _COPY_BYTES = 1024 * 1024
 def archive_segment(segment_path: Path, archive_dir: Path, *, compress: bool = True) -> Path:
     """Move a sealed segment into ``archive_dir`` (gzipped by default); return its new path."""
     archive_dir.mkdir(parents=True, exist_ok=True)
+    fsync_dir(archive_dir.parent)  # the archive folder's own name must survive a crash too
     final = archive_dir / (segment_path.name + (".gz" if compress else ""))
     tmp = final.with_name("." + final.name + ".tmp")
     with open(segment_path, "rb") as src, open(tmp, "wb") as raw:

@@ -3,7 +3,10 @@
 ``checkpoint.json`` is versioned and replaced atomically (temp, fsync, rename,
 fsync dir), so a crash at any instant leaves the old or the new file. On load
 the stable file is preferred; if it is missing or unreadable an intact temp
-file (from a write interrupted after its fsync) is used. ``checkpoint.lock`` is
+file (from a write interrupted after its fsync) is used. A temp file that does
+not parse was never the checkpoint — a crash interrupted its writing (the very
+first write included) — so it is ignored; only a stable file that does not
+parse, with no intact temp file beside it, is an error. ``checkpoint.lock`` is
 held with an exclusive ``flock`` for the store's lifetime, so a second tailer on
 the same spool fails at once instead of double-shipping and double-deleting.
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ __all__ = ["CHECKPOINT_FILE", "CheckpointStore", "read_checkpoint"]
 CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = "checkpoint.lock"
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def _parse(raw: bytes) -> dict[str, int]:
@@ -44,16 +49,24 @@ def read_checkpoint(spool_dir: Path) -> dict[str, int]:
     """Read the offsets without taking the lock (for ``spoolship status``)."""
     stable = spool_dir / CHECKPOINT_FILE
     temp = stable.with_name(stable.name + ".tmp")
-    errors = []
-    for candidate in (stable, temp):
-        try:
-            return _parse(candidate.read_bytes())
-        except FileNotFoundError:
-            continue
-        except (ValueError, UnicodeDecodeError) as exc:
-            errors.append(f"{candidate.name}: {exc}")
-    if errors:
-        raise CheckpointCorrupt("cannot read checkpoint: " + "; ".join(errors))
+    problem = None
+    try:
+        return _parse(stable.read_bytes())
+    except FileNotFoundError:
+        pass
+    except (ValueError, UnicodeDecodeError) as exc:
+        problem = f"{stable.name}: {exc}"
+    try:
+        return _parse(temp.read_bytes())
+    except FileNotFoundError:
+        pass
+    except (ValueError, UnicodeDecodeError) as exc:
+        if problem is not None:
+            raise CheckpointCorrupt(f"cannot read checkpoint: {problem}; {temp.name}: {exc}") from None
+        log.warning("partial checkpoint temp file ignored", extra={"file": temp.name, "error": str(exc)})
+        return {}
+    if problem is not None:
+        raise CheckpointCorrupt(f"cannot read checkpoint: {problem}")
     return {}
 
 

@@ -25,6 +25,10 @@ DEFAULT_FSYNC_INTERVAL_SECONDS = 1.0
 CAPACITY_SCAN_INTERVAL_SECONDS = 0.25
 # While refusing, an append may re-measure at most this often to notice freed space at once.
 CAPACITY_RECHECK_SECONDS = 0.05
+# How often a writer looks for hidden `.creating-…` files left by dead writers.
+STALE_SCAN_INTERVAL_SECONDS = 60.0
+# While a write error keeps readiness off, a writer tries this often whether the disk recovered.
+RECOVERY_PROBE_SECONDS = 1.0
 # What a refused client is told to wait before trying again.
 RETRY_AFTER_SECONDS = 1.0
 # Readiness turns off this close to the cap (1% of it, at least 64 KiB, at most a quarter),

@@ -3,7 +3,9 @@
 Each dead letter is two files in ``<spool>/dead-letter/``: the raw bytes
 (``<segment>@<offset>.bin``) and a JSON reason (``<segment>@<offset>.json``).
 Names are derived from where the bytes came from, so writing the same dead
-letter twice after a crash replaces it instead of duplicating it.
+letter twice after a crash replaces it instead of duplicating it. Both files,
+and the folder's own name, are durable before this returns: the tailer's
+checkpoint moves past the bytes right after.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, fsync_dir
 
 __all__ = ["DEAD_LETTER_DIR", "count_dead_letters", "write_dead_letter"]
 
@@ -31,6 +33,9 @@ def write_dead_letter(
     """
     folder = Path(spool_dir) / DEAD_LETTER_DIR
     folder.mkdir(exist_ok=True)
+    # Every time, not only after mkdir: a crash after an earlier mkdir may have left the folder's
+    # name not yet durable, and with it every dead letter in it (the checkpoint is past them).
+    fsync_dir(spool_dir)
     stem = f"{segment_id}@{offset}" + (f"-{tag}" if tag else "")
     data_path = folder / f"{stem}.bin"
     tmp = data_path.with_name(data_path.name + ".tmp")

@@ -1,20 +1,28 @@
 """The spooler's error hierarchy.
 
     SpoolError                      base of everything raised by spooler
-    ├── AppendRefused               an append was not written; the caller may retry later
-    │   ├── SpoolFull               byte cap or free-disk floor reached (retryable, has a hint)
-    │   └── SpoolUnwritable         the disk refused the write (ENOSPC, EIO, read-only, ...)
+    ├── AppendFailed                an append did not succeed; answer 503, retry after the hint
+    │   ├── AppendRefused           nothing of the append was written (``written = "none"``)
+    │   │   ├── SpoolFull           byte cap or free-disk floor reached
+    │   │   └── SpoolUnwritable     the disk refused the write (ENOSPC, EIO, read-only, ...)
+    │   └── AppendUncertain         the bytes may or may not be in the spool (``written = "unknown"``):
+    │                               their fsync failed, or the write was cut short and sealed
     ├── CheckpointLocked            another tailer holds this spool's checkpoint (fatal)
-    └── CheckpointCorrupt           neither the checkpoint nor its temp file can be read (fatal)
+    └── CheckpointCorrupt           the stable checkpoint cannot be read, nor a temp file (fatal)
 
 An ``AppendRefused`` guarantees that nothing of the refused append is left in the
-spool: the receiver may answer 503 and the client may simply send it again.
+spool: the client may simply send it again. An ``AppendUncertain`` does not: the
+events may still be delivered (the page cache had them; the tailer ships what it
+reads), so a retry may duplicate them — send an ``_id`` to deduplicate. It never
+means "durable": no success is ever reported for bytes whose fsync failed.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AppendFailed",
     "AppendRefused",
+    "AppendUncertain",
     "CheckpointCorrupt",
     "CheckpointLocked",
     "SpoolError",
@@ -27,12 +35,23 @@ class SpoolError(Exception):
     """Base class of every error the spooler raises."""
 
 
-class AppendRefused(SpoolError):
-    """Nothing of the append was written; try again after ``retry_after_seconds``."""
+class AppendFailed(SpoolError):
+    """The append did not succeed; try again after ``retry_after_seconds``.
+
+    ``written`` says what is known of its bytes: ``"none"`` or ``"unknown"``.
+    """
+
+    written = "unknown"
 
     def __init__(self, message: str, *, retry_after_seconds: float) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class AppendRefused(AppendFailed):
+    """Nothing of the append was written."""
+
+    written = "none"
 
 
 class SpoolFull(AppendRefused):
@@ -41,6 +60,15 @@ class SpoolFull(AppendRefused):
 
 class SpoolUnwritable(AppendRefused):
     """The operating system refused the write or the segment could not be opened."""
+
+
+class AppendUncertain(AppendFailed):
+    """The bytes reached the file but their durability is unknown (a failed fsync or a torn write).
+
+    The segment they are in has been sealed: nothing more is acknowledged from it.
+    """
+
+    written = "unknown"
 
 
 class CheckpointLocked(SpoolError):

@@ -20,11 +20,12 @@ class Load:
     """
 
     def __init__(self, url_of, clients: int = 4, rate_per_client: float = 80.0, seed: int = 0,
-                 keepalive: bool = True) -> None:
+                 keepalive: bool = True, headers: dict[str, str] | None = None) -> None:
         self.url_of = url_of  # a callable: the URL may change when the receiver restarts
         # Without keep-alive every request opens a connection, as many browsers do, and
         # SO_REUSEPORT spreads them over all workers (a restarted one included).
-        self._headers = {"Content-Type": "application/json", **({} if keepalive else {"Connection": "close"})}
+        self._headers = {"Content-Type": "application/json", **({} if keepalive else {"Connection": "close"}),
+                         **(headers or {})}
         self.acked: dict[str, bytes] = {}
         self.statuses: Counter = Counter()
         self.connection_errors = 0

@@ -357,7 +357,8 @@ def test_a_503_reveals_no_spool_bytes_cap_or_free_disk_but_the_log_and_probe_por
         refused = _fill_the_spool(server)
     assert refused.status_code == 503
     body = refused.json()
-    assert body == {"error": "unavailable", "message": "the spool is full", "retry_after_seconds": 1.0}, body
+    assert body == {"error": "unavailable", "message": "the spool is full", "retry_after_seconds": 1.0,
+                    "written": "none"}, body
     assert int(refused.headers["Retry-After"]) >= 1
     logged = [r for r in caplog.records if r.getMessage() == "appends refused"]
     assert logged and "cap is 2000" in logged[0].reason

@@ -28,6 +28,7 @@ from spooler import (
     list_segments,
     new_writer_id,
     read_checkpoint,
+    remove_stale_creating,
     seal_orphan,
 )
 from tests.conftest import child_env, proc_cmd
@@ -167,3 +168,20 @@ def test_sealing_waits_for_concurrent_appends(spool_dir):
         assert final[segment_id] == size, f"{segment_id} grew after it was sealed"
     assert len(all_records(spool_dir)) == 2000
     assert os.listdir(spool_dir)
+
+
+def test_creating_files_are_removed_only_once_their_writer_is_dead(spool_dir):
+    """Defect 6: a worker killed between creating and renaming its segment leaves ``.creating-…``.
+    It is removed once nobody holds its lock — never while its (frozen) writer still does."""
+    proc = subprocess.Popen(proc_cmd("stuck_creating.py", spool_dir, "frozen"), stdout=subprocess.PIPE,
+                            env=child_env())
+    try:
+        assert proc.stdout.readline() == b"stuck\n"
+        [hidden] = [p for p in os.listdir(spool_dir) if p.startswith(".creating-")]
+        assert remove_stale_creating(spool_dir, older_than_seconds=0) == [], "its writer still holds it"
+        assert hidden in os.listdir(spool_dir)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert remove_stale_creating(spool_dir, older_than_seconds=0) == [hidden]
+    assert os.listdir(spool_dir) == []

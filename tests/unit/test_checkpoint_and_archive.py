@@ -68,3 +68,29 @@ def test_archive_gzips_then_removes_and_prunes_oldest(tmp_path, spool_dir):
     removed = prune_archive(archive, max_bytes=paths[2].stat().st_size, max_age_seconds=None)
     assert removed == paths[:2]
     assert prune_archive(archive, max_bytes=None, max_age_seconds=10) == paths[2:]
+
+
+@pytest.mark.parametrize("partial", [b"", b'{"version": 1, "segm', b"\x00" * 40], ids=["empty", "cut", "zeros"])
+def test_a_temp_file_that_does_not_parse_was_never_the_checkpoint(spool_dir, partial):
+    """Defect 4: a crash during the very first checkpoint write left a partial temp file and no
+    stable file; the tailer then refused to start until someone deleted it by hand."""
+    (spool_dir / (CHECKPOINT_FILE + ".tmp")).write_bytes(partial)
+    assert read_checkpoint(spool_dir) == {}
+    with CheckpointStore(spool_dir) as store:
+        assert store.offsets == {}
+        store.save({"w-00000001": 7})
+    assert read_checkpoint(spool_dir) == {"w-00000001": 7}
+
+
+def test_a_partial_temp_file_never_hides_the_stable_checkpoint(spool_dir):
+    with CheckpointStore(spool_dir) as store:
+        store.save({"w-00000001": 9})
+    (spool_dir / (CHECKPOINT_FILE + ".tmp")).write_bytes(b'{"version": 1, "seg')
+    assert read_checkpoint(spool_dir) == {"w-00000001": 9}
+
+
+def test_a_corrupt_stable_file_with_a_corrupt_temp_file_is_still_an_error(spool_dir):
+    (spool_dir / CHECKPOINT_FILE).write_text("{not json")
+    (spool_dir / (CHECKPOINT_FILE + ".tmp")).write_text("{nor this")
+    with pytest.raises(CheckpointCorrupt, match="checkpoint.json"):
+        read_checkpoint(spool_dir)

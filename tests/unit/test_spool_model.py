@@ -7,6 +7,8 @@ of a line — also when reads start at arbitrary byte offsets and use tiny windo
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -17,7 +19,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from spooler import FsyncPolicy, SpoolWriter, WriterConfig, list_segments, read_lines
+from spooler import (
+    AppendRefused,
+    AppendUncertain,
+    FsyncPolicy,
+    SegmentState,
+    SpoolWriter,
+    WriterConfig,
+    list_segments,
+    read_lines,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text(max_size=20),
@@ -101,3 +112,115 @@ class SpoolMachine(RuleBasedStateMachine):
 
 SpoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 TestSpoolModel = SpoolMachine.TestCase
+
+
+class FaultySpoolMachine(RuleBasedStateMachine):
+    """Random appends (some with sync) under random disk faults: short writes, write errors,
+    failed fsyncs, failed segment creates. The model: lines acknowledged, refused ("none") and
+    uncertain ("unknown"). Whatever happens, the spool holds every acknowledged line in order,
+    no refused one, only whole lines outside a sealed segment's torn tail, and no segment ever
+    shrinks (a tailer may have read it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="spool-faults-"))
+        self.writer = SpoolWriter(WriterConfig(self.dir, "faulty", segment_bytes=300, segment_age_seconds=3600,
+                                               min_free_bytes=0, fsync=FsyncPolicy.NEVER))
+        self.lines: list[tuple[bytes, str]] = []  # (line, "acked" | "refused" | "uncertain"), in append order
+        self.sizes: dict[str, int] = {}
+        self.n = 0
+
+    def _lines(self, count: int) -> list[bytes]:
+        out = []
+        for _ in range(count):
+            out.append(b'{"n":%d,"p":"%s"}\n' % (self.n, b"x" * (self.n % 23)))
+            self.n += 1
+        return out
+
+    def _append(self, lines: list[bytes], *, sync: bool, patches: dict) -> None:
+        from unittest import mock
+
+        with contextlib.ExitStack() as stack:
+            for name, replacement in patches.items():
+                stack.enter_context(mock.patch.object(os, name, replacement))
+            try:
+                self.writer.append(b"".join(lines), sync=sync)
+                outcome = "acked"
+            except AppendUncertain:
+                outcome = "uncertain"
+            except AppendRefused:
+                outcome = "refused"
+        self.lines.extend((line, outcome) for line in lines)
+
+    @rule(count=st.integers(1, 4), sync=st.booleans())
+    def append(self, count, sync):
+        self._append(self._lines(count), sync=sync, patches={})
+
+    @rule(count=st.integers(1, 4), keep=st.integers(1, 60), rest_fails=st.booleans())
+    def short_write(self, count, keep, rest_fails):
+        real_write, calls = os.write, []
+
+        def short(fd, data):
+            calls.append(1)
+            if len(calls) == 1:
+                return real_write(fd, bytes(data)[: max(1, min(keep, len(data) - 1))])
+            if rest_fails:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        self._append(self._lines(count), sync=False, patches={"write": short})
+
+    @rule(count=st.integers(1, 4), err=st.sampled_from([errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG]))
+    def write_error(self, count, err):
+        def failing(fd, data):
+            raise OSError(err, os.strerror(err))
+
+        self._append(self._lines(count), sync=False, patches={"write": failing})
+
+    @rule(count=st.integers(1, 4))
+    def fsync_fails(self, count):
+        def failing(fd):
+            raise OSError(errno.EIO, "Input/output error")
+
+        self._append(self._lines(count), sync=True, patches={"fdatasync": failing})
+
+    @rule(count=st.integers(1, 4), step=st.sampled_from(["open", "rename"]))
+    def create_fails(self, count, step):
+        self.writer.seal()  # the next append must create a segment
+        real = getattr(os, step)
+
+        def failing(*args, **kwargs):
+            if ".creating-" in str(args[0]):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*args, **kwargs)
+
+        self._append(self._lines(count), sync=False, patches={step: failing})
+
+    @rule()
+    def rotate(self):
+        self.writer.seal()
+
+    @invariant()
+    def every_acknowledged_line_in_order_nothing_refused_nothing_shrunk(self):
+        whole = []
+        for segment in list_segments(self.dir, probe=False):
+            assert segment.size >= self.sizes.get(segment.segment_id, 0), f"{segment.segment_id} shrank"
+            self.sizes[segment.segment_id] = segment.size
+            data = segment.path.read_bytes()
+            if not data.endswith(b"\n") and data:
+                assert segment.state is SegmentState.SEALED, "a torn tail in a segment still appended to"
+                data = data[: data.rfind(b"\n") + 1]
+            whole.extend(data.splitlines(keepends=True))
+        refused = {line for line, outcome in self.lines if outcome == "refused"}
+        assert not refused & set(whole), "a refused line is in the spool"
+        uncertain = {line for line, outcome in self.lines if outcome == "uncertain"}
+        assert [line for line in whole if line not in uncertain] == [
+            line for line, outcome in self.lines if outcome == "acked"]
+
+    def teardown(self):
+        self.writer.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+FaultySpoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestFaultySpoolModel = FaultySpoolMachine.TestCase

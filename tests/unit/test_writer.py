@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -10,6 +11,8 @@ import time
 import pytest
 
 from spooler import (
+    AppendRefused,
+    AppendUncertain,
     FsyncPolicy,
     SegmentState,
     SpoolFull,
@@ -126,24 +129,6 @@ def test_min_free_bytes_refuses(make_writer):
         writer.append(b"{}\n")
 
 
-def test_short_write_is_cut_back_and_refused(make_writer, spool_dir, monkeypatch):
-    writer = make_writer()
-    writer.append(b'{"ok":1}\n')
-    real_write = os.write
-
-    def short_write(fd, data):
-        return real_write(fd, bytes(data)[:5])
-
-    monkeypatch.setattr(os, "write", short_write)
-    with pytest.raises(SpoolUnwritable, match="short write"):
-        writer.append(b'{"torn":"never"}\n')
-    monkeypatch.setattr(os, "write", real_write)
-    assert writer.refusal() is not None
-    writer.append(b'{"ok":2}\n')
-    assert writer.refusal() is None
-    assert lines_in(spool_dir) == [b'{"ok":1}\n', b'{"ok":2}\n']
-
-
 def test_vanished_spool_directory_is_refused_not_raised_raw(make_writer, spool_dir):
     writer = make_writer()
     writer.append(b"{}\n")
@@ -202,3 +187,269 @@ def test_readiness_turns_off_near_the_cap_before_appends_fail(make_writer):
     for _ in range(50):
         writer.append(line)  # 980,000 bytes: appends still fit ...
     assert "full" in writer.refusal(), "... but a probe says unready within the headroom (64 KiB here)"
+
+
+# -- error paths: each test forces its interleaving with hooks, so the old code fails it every time ---------
+
+
+def _is_regular(fd: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def test_sync_append_never_returns_before_a_concurrent_seals_fsync(make_writer, monkeypatch):
+    """Defect 1: a seal used to drop the descriptor before its fsync, and group commit took
+    "no descriptor" for "already durable"; a ?sync=1 append could answer before any fsync."""
+    writer = make_writer(fsync=FsyncPolicy.NEVER)
+    writer.append(b'{"first":1}\n')
+    seal_in_fsync, appender_waiting, appender_done = threading.Event(), threading.Event(), threading.Event()
+    state = {"seal_fsync_done": False, "returned_after_fsync": None}
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def slow_file_fsync(real):
+        def hook(fd):
+            if _is_regular(fd) and not seal_in_fsync.is_set():
+                seal_in_fsync.set()
+                appender_done.wait(0.5)  # the old code lets the appender return right now
+                real(fd)
+                state["seal_fsync_done"] = True
+                return None
+            return real(fd)
+        return hook
+
+    monkeypatch.setattr(os, "fsync", slow_file_fsync(real_fsync))
+    monkeypatch.setattr(os, "fdatasync", slow_file_fsync(real_fdatasync))
+    real_wait = writer._commit.wait_durable
+
+    def wait_after_the_seal_started(seq):
+        appender_waiting.set()
+        assert seal_in_fsync.wait(5)
+        real_wait(seq)
+
+    monkeypatch.setattr(writer._commit, "wait_durable", wait_after_the_seal_started)
+
+    def sync_append():
+        writer.append(b'{"sync":1}\n', sync=True)
+        state["returned_after_fsync"] = state["seal_fsync_done"]
+        appender_done.set()
+
+    appender = threading.Thread(target=sync_append)
+    appender.start()
+    assert appender_waiting.wait(5)
+    sealer = threading.Thread(target=writer.seal)
+    sealer.start()
+    appender.join(10)
+    sealer.join(10)
+    assert state["returned_after_fsync"] is True, "a sync append returned before the fsync of its bytes"
+
+
+def test_short_write_never_shrinks_a_segment_a_reader_may_have_seen(make_writer, spool_dir, monkeypatch):
+    """Defect 2: a short write used to be cut back with ftruncate, under a tailer that may have read it."""
+    writer = make_writer()
+    writer.append(b'{"ok":1}\n')
+    real_write = os.write
+    seen = {}
+
+    def short_then_full_disk(fd, data):
+        if "size" in seen:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = real_write(fd, bytes(data)[:5])
+        seen["size"] = os.fstat(fd).st_size  # what a tailer reading right now sees
+        return written
+
+    monkeypatch.setattr(os, "write", short_then_full_disk)
+    with pytest.raises(AppendUncertain, match="short write"):
+        writer.append(b'{"torn":"never"}\n')
+    monkeypatch.setattr(os, "write", real_write)
+    writer.append(b'{"ok":2}\n')
+    segments = list_segments(spool_dir)
+    first = segments[0]
+    assert first.size >= seen["size"], "the segment shrank below what a reader may have read"
+    assert first.state is SegmentState.SEALED, "the torn segment is sealed: its tail goes to dead letters"
+    assert first.path.read_bytes() == b'{"ok":1}\n{"tor'
+    assert lines_in(spool_dir) == [b'{"ok":1}\n', b'{"ok":2}\n']
+    assert writer.refusal() is None
+
+
+def test_short_write_is_finished_when_the_rest_fits(make_writer, spool_dir, monkeypatch):
+    writer = make_writer()
+    real_write = os.write
+    calls = []
+
+    def short_once(fd, data):
+        calls.append(len(data))
+        return real_write(fd, bytes(data)[:5] if len(calls) == 1 else data)
+
+    monkeypatch.setattr(os, "write", short_once)
+    writer.append(b'{"whole":"batch"}\n{"n":2}\n')
+    monkeypatch.setattr(os, "write", real_write)
+    assert lines_in(spool_dir) == [b'{"whole":"batch"}\n', b'{"n":2}\n']
+    assert [s.state for s in list_segments(spool_dir)] == [SegmentState.ACTIVE]
+
+
+CREATE_STEPS = ["open", "flock", "rename", "fsync_dir"]
+CREATE_ERRNOS = [errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS, errno.EMFILE]
+
+
+@pytest.mark.parametrize("err", CREATE_ERRNOS, ids=errno.errorcode.get)
+@pytest.mark.parametrize("step", CREATE_STEPS)
+def test_a_failed_segment_create_never_wedges_the_writer(make_writer, spool_dir, monkeypatch, step, err):
+    """Defect 3: one failed step while creating a segment used to leave the hidden file behind;
+    every later create then failed with EEXIST until a restart."""
+    import spooler.segment_files as segment_files
+
+    writer = make_writer(fsync=FsyncPolicy.INTERVAL)
+    failures = {"left": 1}
+
+    def failing(real, *, only=None):
+        def hook(*args, **kwargs):
+            if failures["left"] and (only is None or only(args)):
+                failures["left"] -= 1
+                raise OSError(err, os.strerror(err))
+            return real(*args, **kwargs)
+        return hook
+
+    creating = lambda args: ".creating-" in str(args[0])  # noqa: E731
+    if step == "open":
+        monkeypatch.setattr(os, "open", failing(os.open, only=creating))
+    elif step == "flock":
+        monkeypatch.setattr(fcntl, "flock", failing(fcntl.flock))
+    elif step == "rename":
+        monkeypatch.setattr(os, "rename", failing(os.rename, only=creating))
+    else:
+        monkeypatch.setattr(segment_files, "fsync_dir", failing(segment_files.fsync_dir))
+    with pytest.raises(SpoolUnwritable):
+        writer.append(b'{"n":1}\n')
+    assert writer.refusal() is not None
+    writer.append(b'{"n":2}\n')  # resumes by itself
+    assert writer.refusal() is None
+    assert lines_in(spool_dir) == [b'{"n":2}\n'], "the refused append left nothing"
+    assert not [p for p in os.listdir(spool_dir) if p.startswith(".creating-")], "no hidden file left behind"
+
+
+def test_a_failed_fsync_is_final_for_its_segment(make_writer, spool_dir, monkeypatch):
+    """Defect 5 (fsyncgate): Linux reports a failed fsync once and may drop the dirty pages; a later
+    fsync then succeeds without them. Nobody whose bytes were in that segment may get a 201 after it."""
+    writer = make_writer(fsync=FsyncPolicy.ALWAYS)
+    writer.append(b'{"durable":0}\n')
+    in_fsync, second_appended = threading.Event(), threading.Event()
+    real_fdatasync = os.fdatasync
+    fails = {"left": 1}
+
+    def failing_fsync(fd):
+        if fails["left"] and _is_regular(fd):
+            fails["left"] -= 1
+            in_fsync.set()
+            assert second_appended.wait(5)
+            raise OSError(errno.EIO, "Input/output error")
+        return real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing_fsync)
+    outcomes = {}
+
+    def append(name):
+        try:
+            writer.append(b'{"%s":1}\n' % name.encode())
+            outcomes[name] = "201"
+        except AppendUncertain:
+            outcomes[name] = "unknown"
+        except AppendRefused:
+            outcomes[name] = "refused"
+
+    first = threading.Thread(target=append, args=("first",))
+    first.start()
+    assert in_fsync.wait(5)
+    appended_before = writer.stats().appends
+    second = threading.Thread(target=append, args=("second",))
+    second.start()
+    deadline = time.monotonic() + 5
+    while writer.stats().appends == appended_before and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.02)  # let it reach the wait (it cannot lead: the first one's fsync is under way)
+    second_appended.set()
+    first.join(10)
+    second.join(10)
+    assert outcomes == {"first": "unknown", "second": "unknown"}, "no 201 for bytes of a failed fsync"
+    append("third")
+    assert outcomes["third"] == "201"
+    segments = list_segments(spool_dir)
+    assert [s.state for s in segments] == [SegmentState.SEALED, SegmentState.ACTIVE], "failed segment sealed"
+    assert segments[1].path.read_bytes() == b'{"third":1}\n'
+
+
+def test_a_failed_background_fsync_seals_the_segment(make_writer, spool_dir, monkeypatch):
+    writer = make_writer(fsync=FsyncPolicy.INTERVAL, fsync_interval_seconds=0.05)
+    real_fdatasync = os.fdatasync
+    fails = {"left": 1}
+
+    def failing_fsync(fd):
+        if fails["left"] and _is_regular(fd):
+            fails["left"] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        return real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing_fsync)
+    writer.append(b'{"n":1}\n')
+    deadline = time.monotonic() + 5
+    while fails["left"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    deadline = time.monotonic() + 5
+    while [s.state for s in list_segments(spool_dir)] != [SegmentState.SEALED] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [s.state for s in list_segments(spool_dir)] == [SegmentState.SEALED]
+    writer.append(b'{"n":2}\n')
+    assert [s.state for s in list_segments(spool_dir)] == [SegmentState.SEALED, SegmentState.ACTIVE]
+
+
+def test_stale_creating_files_of_dead_writers_are_removed(spool_dir, make_writer):
+    """Defect 6: a worker killed between creating and renaming its segment left ``.creating-…`` forever."""
+    old = time.time() - 3600
+    dead = spool_dir / ".creating-dead_w0_p1_x-00000001.active"
+    young = spool_dir / ".creating-busy_w0_p2_x-00000001.active"
+    held = spool_dir / ".creating-live_w0_p3_x-00000001.active"
+    for path in (dead, young, held):
+        path.touch()
+    os.utime(dead, (old, old))
+    os.utime(held, (old, old))
+    fd = os.open(held, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        make_writer()
+        names = set(os.listdir(spool_dir))
+    finally:
+        os.close(fd)
+    assert dead.name not in names, "a dead writer's hidden file is removed"
+    assert {young.name, held.name} <= names, "a locked or just-created one is left alone"
+
+
+def test_dead_letters_and_an_archive_inside_the_spool_count_toward_the_cap(spool_dir, make_writer):
+    """Defect 6: dead-letter/ (and an archive kept inside the spool) used to be invisible to the cap."""
+    from spooler import write_dead_letter
+
+    write_dead_letter(spool_dir, "w-00000001", 0, [b"x" * 600], "torn write")
+    (spool_dir / "archive").mkdir()
+    (spool_dir / "archive" / "w-00000000.ndjson.gz").write_bytes(b"z" * 300)
+    writer = make_writer(max_spool_bytes=1200)
+    writer.append(b'{"pad":"' + b"x" * 90 + b'"}\n')  # 101 bytes fit
+    with pytest.raises(SpoolFull):
+        writer.append(b'{"pad":"' + b"x" * 290 + b'"}\n')
+
+
+def test_readiness_comes_back_by_itself_without_traffic_once_the_disk_recovers(make_writer, spool_dir, monkeypatch):
+    """After a write error /readyz is unready, so a load balancer sends nothing that could clear it:
+    the writer must find out by itself that the disk takes writes again."""
+    writer = make_writer()
+    writer.append(b'{"n":1}\n')
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(SpoolUnwritable):
+        writer.append(b'{"n":2}\n')
+    monkeypatch.setattr(os, "write", real_write)
+    assert "unwritable" in writer.refusal()
+    deadline = time.monotonic() + 10
+    while writer.refusal() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.refusal() is None
+    writer.append(b'{"n":3}\n')
+    assert lines_in(spool_dir) == [b'{"n":1}\n', b'{"n":3}\n']
