@@ -53,11 +53,14 @@ def test_sigkill_mid_append_loses_no_acknowledged_record(spool_dir):
         proc = subprocess.Popen(
             proc_cmd("appender.py", spool_dir, writer_id, 50_000, 3), stdout=subprocess.PIPE, env=child_env()
         )
-        time.sleep(0.3 + rng.random() * 0.5)
+        # Kill only once the child is appending: under load its start-up alone can take longer than
+        # any fixed sleep (a kill before the first append proves nothing and used to fail the test).
+        first = proc.stdout.readline()
+        assert first.strip(), "the child started appending"
+        time.sleep(0.05 + rng.random() * 0.5)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
-        acks = out.split()
-        assert acks, "the child acknowledged something before it died"
+        acks = (first + out).split()
         acknowledged[writer_id] = int(acks[-1])
 
     states = {s.name.writer: s.state for s in list_segments(spool_dir)}
