@@ -26,6 +26,7 @@ import requests
 from deploy.podman.image import BuildFailed, BuiltImage, CannotBuildHere, Podman, build
 from spooler import list_segments
 from tests.podman_pod import PlayablePod, config_map, render_overlay, statefulset, statefulset_pod
+from tests.promql import alert_queries, check, dashboard_queries, exposed
 from tests.servers.kinesis import user_records
 
 # What the Containerfile adds over its base (the virtualenv): measured 39 MB (docs/deploy.md).
@@ -209,6 +210,7 @@ def test_the_manifests_pod_ships_what_it_accepts_and_drains_on_sigterm(podman, i
     if busy:
         pytest.skip(f"the manifests' ports {busy} are in use on this host (the pod runs on the host network)")
     receiver = f"http://127.0.0.1:{playable.ports['receiver']['http']}"
+    tailer_metrics = f"http://127.0.0.1:{playable.ports['tailer']['metrics']}/metrics"
     grace = statefulset(objects)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
     with RunningPod(podman, playable, tmp_path) as pod:
@@ -228,6 +230,14 @@ def test_the_manifests_pod_ships_what_it_accepts_and_drains_on_sigterm(podman, i
         assert post(receiver, [{"no": "type"}]).status_code == 400, "the schema ConfigMap is read"
         assert post(receiver, events["A"]).status_code == 201
         wait_for_batches(moto.endpoint, region, stream, run, {"A"}, pod)
+
+        # Metrics of the real image as deployed (two receiver workers): every name the dashboard and
+        # the alerts use is there.
+        live_metrics = exposed(requests.get(receiver + "/metrics", timeout=10).text,
+                               requests.get(tailer_metrics, timeout=10).text)
+        # the names only: some labelled series are born with their first event (a 503, a dead letter);
+        # tests/integration/test_dashboards.py provokes each and checks the labels too.
+        assert check(dashboard_queries() + alert_queries(), live_metrics, names_only=True) == []
 
         assert post(receiver, events["B"]).status_code == 201
         spool = pod.volume_path(playable.claims[0])
