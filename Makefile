@@ -65,16 +65,7 @@ image-prepare: setup image-tools
 	-@$(PY) deploy/podman/image.py prepare
 
 image-clean:
-	@if [ -d .tools/image/storage ] && command -v podman >/dev/null 2>&1; then \
-		CONTAINERS_CONF=deploy/podman/containers.conf podman --root .tools/image/storage --runroot .tools/image/run \
-			--tmpdir .tools/image/run/libpod --storage-driver overlay system reset --force >/dev/null; fi
-	rm -rf .tools/image
-
-# Benchmarks need wrk (a C load generator); installed from the distribution when missing.
-bench: setup kinesalite
-	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) || \
-		(echo "install wrk to run the receiver benchmarks" && exit 1)
-	$(PY) bench/run_all.py
+	@if [ -d .tools/image ]; then $(PYTHON) deploy/podman/image.py clean; fi
 
 # The image's dependency locks (deploy/Containerfile installs them with pip --require-hashes), made from
 # pyproject.toml by a pinned uv: every platform, Python 3.11, a hash for every file. Run after changing

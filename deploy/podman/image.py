@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BuildFailed", "BuiltImage", "CannotBuildHere", "ImageError", "Podman", "base_images",
-           "build", "default_tag", "ensure_base"]
+           "build", "clean", "default_tag", "ensure_base"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINERFILE = ROOT / "deploy" / "Containerfile"
@@ -244,14 +244,25 @@ def package_index_reachable() -> bool:
     return probe.returncode == 0
 
 
+def clean(podman: Podman) -> None:
+    """Remove every container, image and volume of this storage (unmounting them), then .tools/image/."""
+    if podman.binary and (podman.work / "storage").exists():
+        podman.run("system", "reset", "--force", timeout=600)
+    shutil.rmtree(podman.work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["build", "prepare"], help="prepare: as build, never fails (make test)")
+    parser.add_argument("command", choices=["build", "prepare", "clean"],
+                        help="prepare: as build, never fails (make test); clean: remove podman's storage and the cache")
     parser.add_argument("--tag", help=f"default: {default_tag()} (+ -EXTRAS)")
     parser.add_argument("--extras", default="", help="pyproject extras, e.g. local (moto) for the dev overlay")
     parser.add_argument("--base", choices=["auto", "stand-in"], default="auto",
                         help="auto: pull the FROM image, the stand-in only if that fails")
     args = parser.parse_args(argv)
+    if args.command == "clean":
+        clean(Podman())
+        return 0
     try:
         build(Podman(), args.tag, extras=args.extras, allow_pull=args.base == "auto")
     except CannotBuildHere as error:
