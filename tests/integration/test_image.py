@@ -245,7 +245,7 @@ def test_the_manifests_pod_ships_what_it_accepts_and_drains_on_sigterm(podman, i
         started = time.monotonic()
         stopping = threading.Thread(target=pod.stop, args=(grace,), daemon=True)
         stopping.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while status_of(ready) != 503:  # unready at once, still serving during --shutdown-delay
             assert time.monotonic() < deadline, "the receiver did not turn unready after SIGTERM"
             time.sleep(0.05)
