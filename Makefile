@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KINESALITE := .tools/node_modules/.bin/kinesalite
 KINESALITE_VERSION := 3.3.3
 
-.PHONY: setup run test test-fast test-soak lint bench clean kinesalite lock fuse3
+.PHONY: setup run test test-fast test-soak lint bench clean kinesalite lock fuse3 image image-tools image-prepare image-clean
 
 setup: $(STAMP)
 
@@ -33,7 +33,7 @@ fuse3:
 run: setup
 	$(VENV)/bin/spoolship up
 
-test: setup kinesalite fuse3
+test: setup kinesalite fuse3 image-prepare
 	$(PY) -m pytest
 
 test-fast: setup
@@ -44,13 +44,33 @@ test-soak: setup kinesalite
 	SPOOLSHIP_SOAK=$${SPOOLSHIP_SOAK:-600} $(PY) -m pytest tests/faults/test_soak.py -s
 
 lint: setup
-	$(VENV)/bin/ruff check spooler receiver tailer spoolship tests bench
+	$(VENV)/bin/ruff check spooler receiver tailer spoolship tests bench deploy
 
-# Benchmarks need wrk (a C load generator); installed from the distribution when missing.
-bench: setup kinesalite
-	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) || \
-		(echo "install wrk to run the receiver benchmarks" && exit 1)
-	$(PY) bench/run_all.py
+# The container image, built with podman exactly from deploy/Containerfile. deploy/podman/image.py
+# says how: podman's own storage under .tools/image/, a stand-in base only when the FROM image
+# cannot be pulled (and it says so loudly). IMAGE_EXTRAS=local builds the dev overlay's image.
+IMAGE_EXTRAS ?=
+IMAGE_PACKAGES := podman runc mmdebstrap
+image: setup image-tools
+	$(PY) deploy/podman/image.py build $(if $(IMAGE_EXTRAS),--extras $(IMAGE_EXTRAS))
+
+# podman, runc and mmdebstrap from Debian when missing (as root with apt-get); else the image tests skip.
+image-tools:
+	@if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing $(IMAGE_PACKAGES) (apt-get)"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_PACKAGES) >/dev/null) || \
+				echo "apt-get could not install $(IMAGE_PACKAGES): the image tests will be skipped"; \
+		else echo "$(IMAGE_PACKAGES) missing and apt-get not usable here: the image tests will be skipped"; fi; \
+	fi
+
+# What `make test` does before pytest: the image built (or the reason it cannot be), never failing
+# here; tests/integration/test_image.py then finds it cached, or skips or fails with the reason.
+image-prepare: setup image-tools
+	-@$(PY) deploy/podman/image.py prepare
+
+image-clean:
+	@if [ -d .tools/image ]; then $(PYTHON) deploy/podman/image.py clean; fi
 
 # The image's dependency locks (deploy/Containerfile installs them with pip --require-hashes), made from
 # pyproject.toml by a pinned uv: every platform, Python 3.11, a hash for every file. Run after changing
@@ -64,5 +84,5 @@ lock: setup
 	$(BUILD_REQUIRES) | $(UV_COMPILE) -o deploy/requirements.lock
 	$(BUILD_REQUIRES) | $(UV_COMPILE) --extra local -o deploy/requirements-local.lock
 
-clean:
+clean: image-clean
 	rm -rf $(VENV) .tools .pytest_cache .hypothesis spool
