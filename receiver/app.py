@@ -3,7 +3,9 @@
 A request's path: CORS and API key checks, body decoding (gzip within a cap),
 parsing into events, schema validation of all of them, stamping, one
 ``SpoolWriter.append`` of the whole batch, and a 201 built from constant bytes.
-Nothing on this path touches the network or an unbounded queue.
+Nothing on this path touches the network or an unbounded queue. From reading
+the body to the append, the request holds the memory it needs from the
+worker's :class:`~receiver.budget.MemoryBudget` (413/503 when it cannot).
 """
 
 from __future__ import annotations
@@ -20,20 +22,21 @@ from werkzeug.exceptions import HTTPException
 from spooler import AppendRefused, SpoolWriter, WriterConfig, new_writer_id
 
 from .auth import ApiKeys
-from .body import BodyLimits, decode_body, media_type, parse_events
+from .body import BodyLimits, declared_body_bytes, media_type, read_events
+from .budget import Hold, MemoryBudget
 from .config import ReceiverConfig
 from .cors import CorsPolicy
+from .cost import ParseCost, serializing_bytes
 from .errors import ApiError, BadRequest, TooLarge, Unavailable
 from .metrics import ReceiverMetrics
 from .openapi import build_openapi
-from .stamping import IdGenerator, format_received_at
+from .stamping import IdGenerator, Stamping, serialize_events
 from .validation import EventValidator
 
 __all__ = ["ReceiverState", "create_app", "writer_config"]
 
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
-_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 @dataclass
@@ -47,6 +50,8 @@ class ReceiverState:
     keys: ApiKeys | None
     metrics: ReceiverMetrics
     limits: BodyLimits
+    budget: MemoryBudget
+    stamping: Stamping
     ids: IdGenerator = field(default_factory=IdGenerator)
     draining: bool = False
 
@@ -74,6 +79,8 @@ def create_app(config: ReceiverConfig, writer: SpoolWriter | None = None) -> Fla
         keys=ApiKeys(config.api_key_file) if config.api_key_file else None,
         metrics=ReceiverMetrics(),
         limits=BodyLimits(config.max_inflated_bytes, config.max_event_bytes, config.max_events, config.max_depth),
+        budget=MemoryBudget(config.max_parse_bytes),
+        stamping=Stamping(config.stamp, config.id_field, config.received_at_field),
     )
     app = Flask("spoolship.receiver")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -96,14 +103,16 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         if state.keys is not None:
             state.keys.check(environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY"))
         kind = media_type(environ.get("CONTENT_TYPE"))
-        body = decode_body(_read_body(environ), environ.get("HTTP_CONTENT_ENCODING"), state.limits)
-        events = parse_events(body, kind, state.limits)
-        state.validator.validate(events)
-        data = _serialize(events, state)
-        try:
-            state.writer.append(data, sync=_wants_sync(environ))
-        except AppendRefused as exc:
-            raise Unavailable(str(exc), exc.retry_after_seconds) from None
+        with state.budget.hold() as hold:
+            hold.need(declared_body_bytes(environ.get("CONTENT_LENGTH"), state.config.max_body_bytes))
+            events, cost = read_events(_read_body(environ), environ.get("HTTP_CONTENT_ENCODING"), kind,
+                                       state.limits, hold)
+            state.validator.validate(events)
+            data = _serialize(events, cost, hold, state)
+            try:
+                state.writer.append(data, sync=_wants_sync(environ))
+            except AppendRefused as exc:
+                raise Unavailable(str(exc), exc.retry_after_seconds) from None
         metrics.events_accepted.inc(len(events))
         metrics.bytes_accepted.inc(len(data))
         metrics.request_seconds.observe(time.perf_counter() - started)
@@ -162,24 +171,14 @@ def _wants_sync(environ: dict) -> bool:
     return bool(query) and "sync" in query and request.args.get("sync") in ("1", "true")
 
 
-def _serialize(events: list[dict], state: ReceiverState) -> bytes:
-    """Stamp and serialize the events as compact NDJSON, checking each event's size."""
-    config = state.config
-    if config.stamp:
-        now_ms = time.time_ns() // 1_000_000  # one clock reading for the ids and the receive time
-        received_at = format_received_at(now_ms)
-        id_field, at_field = config.id_field, config.received_at_field
-        missing = [e for e in events if id_field not in e]
-        for event, new_id in zip(missing, state.ids.new_ids(len(missing), now_ms), strict=True):
-            event[id_field] = new_id
-        for event in events:
-            event[at_field] = received_at
-    lines = [orjson.dumps(e, option=_APPEND_NEWLINE) for e in events]
-    limit = config.max_event_bytes
-    too_big = [{"index": i, "bytes": len(line) - 1} for i, line in enumerate(lines) if len(line) - 1 > limit]
-    if too_big:
-        raise TooLarge(f"events larger than {limit} bytes", errors=too_big[:100])
-    return b"".join(lines)
+def _serialize(events: list[dict], cost: ParseCost, hold: Hold, state: ReceiverState) -> bytes | bytearray:
+    """Stamp and serialize the events, holding memory for the stamps and the output as it grows."""
+
+    def grown(nbytes: int) -> None:
+        hold.need(serializing_bytes(cost, len(events), nbytes))
+
+    grown(cost.length)  # compact JSON is about as long as the body (longer only for numbers like 1e9)
+    return serialize_events(events, state.stamping, state.ids, state.config.max_event_bytes, grown)
 
 
 def _register_error_handlers(app: Flask, state: ReceiverState) -> None:
