@@ -79,7 +79,7 @@ def create_app(config: ReceiverConfig, writer: SpoolWriter | None = None) -> Fla
         keys=ApiKeys(config.api_key_file) if config.api_key_file else None,
         metrics=ReceiverMetrics(),
         limits=BodyLimits(config.max_inflated_bytes, config.max_event_bytes, config.max_events, config.max_depth),
-        budget=MemoryBudget(config.max_parse_bytes),
+        budget=MemoryBudget(config.max_parse_bytes, max_waiters=max(1, config.threads // 2)),
         stamping=Stamping(config.stamp, config.id_field, config.received_at_field),
     )
     app = Flask("spoolship.receiver")
@@ -178,6 +178,7 @@ def _serialize(events: list[dict], cost: ParseCost, hold: Hold, state: ReceiverS
         hold.need(serializing_bytes(cost, len(events), nbytes))
 
     grown(cost.length)  # compact JSON is about as long as the body (longer only for numbers like 1e9)
+    hold.estimated()  # the next large request may start; more output than that never waits
     return serialize_events(events, state.stamping, state.ids, state.config.max_event_bytes, grown)
 
 

@@ -31,13 +31,13 @@ __all__ = ["MAX_EVENT_BYTES_LIMIT", "MAX_SERIALIZABLE_DEPTH", "ReceiverConfig"]
 DEFAULT_PORT = 8080
 DEFAULT_THREADS = 8
 DEFAULT_MAX_BODY_BYTES = 5 * 1024**2
-DEFAULT_MAX_INFLATED_BYTES = 10 * 1024**2
+DEFAULT_MAX_INFLATED_BYTES = 8 * 1024**2
 # Kinesis takes 1 MiB per record including the partition key; leave room for stamps and key.
 DEFAULT_MAX_EVENT_BYTES = 1_000_000
 DEFAULT_MAX_EVENTS = 10_000
 DEFAULT_MAX_DEPTH = 32
 # Memory one worker spends on request bodies in flight (receiver/budget.py, receiver/cost.py).
-DEFAULT_MAX_PARSE_BYTES = 36 * 1024**2
+DEFAULT_MAX_PARSE_BYTES = 32 * 1024**2
 
 # orjson.dumps raises "Recursion limit reached" at 255 levels of nesting (orjson.loads at 1025).
 MAX_SERIALIZABLE_DEPTH = 254

@@ -37,6 +37,11 @@ QUOTE_BYTES = 20  # '"': a str object's share beyond what its ',' or ':' pays
 LINE_BYTES = 40  # '\n': an NDJSON line's own parse
 # Per body: yyjson's document and the first blocks of its tape, whatever the size.
 BODY_BYTES = 4096
+# No body costs more per byte than one of only '[' (and wide strings): pieces shorter than SCAN_FROM_BYTES are
+# charged that instead of being scanned — 2 KiB of it is still far from the pool (receiver/budget.py), and a
+# beacon's body is then never counted byte by byte.
+WORST_BYTES_PER_BYTE = WIDE_BYTES_PER_BYTE + max(CONTAINER_BYTES, VALUE_BYTES, KEY_BYTES, QUOTE_BYTES, LINE_BYTES)
+SCAN_FROM_BYTES = 2048
 # Per event, once parsed: an id str (75 bytes) and the dict growing to hold two more keys.
 STAMP_BYTES_PER_EVENT = 400
 
@@ -44,16 +49,22 @@ STAMP_BYTES_PER_EVENT = 400
 class ParseCost:
     """Running counts over a body fed in pieces (in order). Not thread-safe."""
 
-    __slots__ = ("length", "containers", "values", "keys", "quotes", "lines", "wide", "_ends_in_backslash")
+    __slots__ = ("length", "unscanned", "containers", "values", "keys", "quotes", "lines", "wide",
+                 "_ends_in_backslash")
 
     def __init__(self) -> None:
-        self.length = self.containers = self.values = self.keys = self.quotes = self.lines = 0
+        self.length = self.unscanned = 0
+        self.containers = self.values = self.keys = self.quotes = self.lines = 0
         self.wide = False  # non-ASCII bytes or \u escapes: strings may be 4 bytes per character
         self._ends_in_backslash = False
 
     def add(self, piece: bytes | bytearray) -> None:
-        count = piece.count
         self.length += len(piece)
+        if len(piece) < SCAN_FROM_BYTES:
+            self.unscanned += len(piece)  # charged the worst rate
+            self._ends_in_backslash = piece[-1:] == b"\\"
+            return
+        count = piece.count
         self.containers += count(b"{") + count(b"[")
         self.values += count(b",")
         self.keys += count(b":")
@@ -67,7 +78,8 @@ class ParseCost:
     def parse_bytes(self) -> int:
         """An upper bound of the memory that parsing what was fed needs at its peak."""
         per_byte = WIDE_BYTES_PER_BYTE if self.wide else ASCII_BYTES_PER_BYTE
-        return (BODY_BYTES + int(per_byte * self.length) + CONTAINER_BYTES * self.containers + VALUE_BYTES * self.values
+        return (BODY_BYTES + int(WORST_BYTES_PER_BYTE * self.unscanned + per_byte * (self.length - self.unscanned))
+                + CONTAINER_BYTES * self.containers + VALUE_BYTES * self.values
                 + KEY_BYTES * self.keys + QUOTE_BYTES * self.quotes + LINE_BYTES * self.lines)
 
 

@@ -4,7 +4,7 @@ glibc's malloc raises its mmap threshold each time a large block is freed (up
 to 32 MiB): after one large request, the next ones' buffers come from the heap
 or a per-thread arena, and freeing them keeps them resident. With 8 waitress
 threads (8 arenas) a worker keeps the high-water mark of each thread's largest
-request: measured, a storm of bombs held 143 MB where the budget allowed 36 MiB.
+request: measured, a storm of bombs held 143 MB where the budget allowed 40 MiB.
 Pinning the thresholds (what ``MALLOC_MMAP_THRESHOLD_=131072`` would do at exec)
 makes every block over 128 KiB its own mapping, returned when freed, and caps
 the arenas. Only glibc has ``mallopt`` with these meanings; elsewhere this is a

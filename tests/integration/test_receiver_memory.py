@@ -26,13 +26,15 @@ import psutil
 import pytest
 import requests
 
+from receiver.config import ReceiverConfig
 from tests.helpers import spool_lines, start_receiver
 
 MB = 1_000_000
 PEAK_RSS_LIMIT_BYTES = 80 * MB
 STORM_SECONDS = float(os.environ.get("SPOOLSHIP_STORM_SECONDS", "10"))
-INFLATED = 10 * 1024 * 1024  # the default --max-inflated-bytes
-PLAIN = 5 * 1024 * 1024  # the default --max-body-bytes
+DEFAULTS = ReceiverConfig(spool_dir=Path("unused"))
+INFLATED = DEFAULTS.max_inflated_bytes
+PLAIN = DEFAULTS.max_body_bytes
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 

@@ -17,7 +17,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receiver.cost import ParseCost, decoding_bytes, serializing_bytes
+from receiver.cost import SCAN_FROM_BYTES, ParseCost, decoding_bytes, serializing_bytes
 
 ALLOCATOR_BYTES = 16
 TAPE_BYTES = 16
@@ -100,23 +100,48 @@ def test_the_estimate_covers_repeated_bomb_shapes(unit, count):
         assert estimate(body) >= modeled_bytes(body)
 
 
-@given(st.binary(max_size=400) | st.text(max_size=200).map(lambda t: t.encode()),
-       st.lists(st.integers(0, 400), max_size=8))
-def test_pieces_count_the_same_as_the_whole(body, cuts):
+def cut(body: bytes, cuts: list[int]) -> list[bytes]:
+    edges = sorted({0, len(body), *(c for c in cuts if c <= len(body))})
+    return [body[start:end] for start, end in zip(edges, edges[1:], strict=False)]
+
+
+@given(st.binary(max_size=3 * SCAN_FROM_BYTES) | st.text(max_size=SCAN_FROM_BYTES).map(lambda t: t.encode()),
+       st.lists(st.integers(0, 3 * SCAN_FROM_BYTES), max_size=8))
+def test_pieces_never_count_less_than_the_whole(body, cuts):
     whole = ParseCost()
     whole.add(body)
     pieces = ParseCost()
-    edges = sorted({0, len(body), *(c for c in cuts if c <= len(body))})
-    for start, end in zip(edges, edges[1:], strict=False):
-        pieces.add(body[start:end])
+    for piece in cut(body, cuts):
+        pieces.add(piece)
+    assert pieces.length == whole.length and pieces.parse_bytes() >= whole.parse_bytes()
+
+
+@given(st.binary(min_size=1, max_size=64), st.binary(max_size=64), st.lists(st.integers(0, 5), max_size=4))
+def test_scanned_pieces_count_the_same_as_the_whole(seed, tail, cut_at):
+    body = seed * (6 * SCAN_FROM_BYTES // len(seed) + 1) + tail
+    cuts = [SCAN_FROM_BYTES * c for c in cut_at]  # every piece at least SCAN_FROM_BYTES long, so all are scanned
+    whole = ParseCost()
+    whole.add(body)
+    pieces = ParseCost()
+    for piece in cut(body, cuts):
+        pieces.add(piece)
     assert pieces.parse_bytes() == whole.parse_bytes() and pieces.wide == whole.wide
 
 
 def test_an_escape_cut_between_pieces_still_counts_as_wide():
     cost = ParseCost()
-    cost.add(b'{"s":"abc\\')
-    cost.add(b'ud83d\\ude00"}')
+    cost.add(b'{"s":"' + b"a" * SCAN_FROM_BYTES + b'\\')
+    cost.add(b'ud83d\\ude00"' + b" " * SCAN_FROM_BYTES + b"}")
     assert cost.wide
+
+
+def test_small_pieces_are_charged_the_worst_rate_without_a_scan():
+    cost = ParseCost()
+    cost.add(b"[" * (SCAN_FROM_BYTES - 1))
+    assert cost.containers == 0 and cost.parse_bytes() >= 134 * (SCAN_FROM_BYTES - 1)
+    scanned = ParseCost()
+    scanned.add(b"[" * SCAN_FROM_BYTES)
+    assert scanned.containers == SCAN_FROM_BYTES and scanned.parse_bytes() <= cost.parse_bytes() * 1.01 + 134
 
 
 def test_phases_hold_what_is_live_in_each():
