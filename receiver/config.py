@@ -31,6 +31,7 @@ __all__ = ["MAX_EVENT_BYTES_LIMIT", "MAX_SERIALIZABLE_DEPTH", "ReceiverConfig"]
 DEFAULT_PORT = 8080
 DEFAULT_THREADS = 8
 DEFAULT_MAX_BODY_BYTES = 5 * 1024**2
+# The cheapest body (one long string) needs 3.5 bytes of memory per byte: 8 MiB fits DEFAULT_MAX_PARSE_BYTES.
 DEFAULT_MAX_INFLATED_BYTES = 8 * 1024**2
 # Kinesis takes 1 MiB per record including the partition key; leave room for stamps and key.
 DEFAULT_MAX_EVENT_BYTES = 1_000_000
