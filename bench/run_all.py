@@ -18,6 +18,8 @@ BENCHES = [
     ("receiver", ["bench/receiver.py"]),
     ("tailer", ["bench/tailer.py", "--lines", "1000000"]),
     ("end_to_end", ["bench/end_to_end.py"]),
+    ("parse_memory", ["bench/parse_memory.py"]),
+    ("receiver_memory", ["bench/receiver_memory.py", "--one-worker", "--max-parse-mib", "32"]),
 ]
 
 
@@ -80,6 +82,14 @@ def table(latest: dict) -> str:
                     f"{r['backlog']['receiver_rss_mib_peak']:.0f} / {r['backlog']['tailer_rss_mib_peak']:.0f} "
                     f"(backlog {r['backlog']['backlog_mib']:.0f} MiB) | "
                     f"{m['receiver_rss_flat_le_80mb'] and m['tailer_rss_flat_le_150mb']} |")
+    if "parse_memory" in latest:
+        r = latest["parse_memory"]
+        rows.append(f"| parse-memory estimate / measured peak, worst shape | >= 1.0 | {r['min_estimate_over_peak']} | "
+                    f"{r['min_estimate_over_peak'] >= 1.0} |")
+    if "receiver_memory" in latest:
+        r = latest["receiver_memory"]
+        rows.append(f"| receiver worker peak RSS, 4 concurrent maximal gzip batches (MB) | <= 80 | "
+                    f"{r['worst_peak_rss_bytes']['32'] / 1e6:.0f} | {r['met']['peak_le_80mb']} |")
     return "\n".join(rows) + "\n"
 
 

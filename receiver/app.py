@@ -3,7 +3,9 @@
 A request's path: CORS and API key checks, body decoding (gzip within a cap),
 parsing into events, schema validation of all of them, stamping, one
 ``SpoolWriter.append`` of the whole batch, and a 201 built from constant bytes.
-Nothing on this path touches the network or an unbounded queue.
+Nothing on this path touches the network or an unbounded queue. From reading
+the body to the append, the request holds the memory it needs from the
+worker's :class:`~receiver.budget.MemoryBudget` (413/503 when it cannot).
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from spooler import (
 )
 
 from .auth import ApiKeys
-from .body import BodyLimits, decode_body, media_type, parse_events
+from .body import BodyLimits, declared_body_bytes, media_type, read_events
+from .budget import Hold, MemoryBudget
 from .config import ReceiverConfig
 from .cors import CorsPolicy
+from .cost import ParseCost, serializing_bytes
 from .errors import ApiError, BadRequest, TooLarge, Unavailable
 from .metrics import ReceiverMetrics
 from .openapi import build_openapi
 from .probes import add_probe_routes
-from .stamping import IdGenerator, format_received_at
+from .stamping import IdGenerator, Stamping, serialize_events
 from .throttled_log import ThrottledLog
 from .validation import EventValidator
 
@@ -46,7 +50,6 @@ JSON_TYPE = "application/json"
 SYNC_HEADER = "X-Spoolship-Sync"  # on a 201 to a sync request: "fsynced", or "ignored" (see _sync_honoured)
 _PUBLIC_REFUSALS = {SpoolFull: "the spool is full", SpoolUnwritable: "the spool cannot be written",
                     AppendUncertain: "the spool could not make the write durable"}
-_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 @dataclass
@@ -60,6 +63,8 @@ class ReceiverState:
     keys: ApiKeys | None
     metrics: ReceiverMetrics
     limits: BodyLimits
+    budget: MemoryBudget
+    stamping: Stamping
     ids: IdGenerator = field(default_factory=IdGenerator)
     draining: bool = False
     sync_honoured: bool = False  # see _sync_honoured
@@ -93,6 +98,8 @@ def create_app(config: ReceiverConfig, writer: SpoolWriter | None = None) -> Fla
         limits=BodyLimits(config.max_inflated_bytes, config.max_event_bytes, config.max_events, config.max_depth),
         sync_honoured=_sync_honoured(config),
         writer_always_syncs=config.fsync is FsyncPolicy.ALWAYS,
+        budget=MemoryBudget(config.max_parse_bytes, max_waiters=max(1, config.threads // 2)),
+        stamping=Stamping(config.stamp, config.id_field, config.received_at_field),
     )
     app = Flask("spoolship.receiver")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -124,19 +131,21 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         if state.keys is not None:
             state.keys.check(environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY"))
         kind = media_type(environ.get("CONTENT_TYPE"))
-        body = decode_body(_read_body(environ), environ.get("HTTP_CONTENT_ENCODING"), state.limits)
-        events = parse_events(body, kind, state.limits)
-        state.validator.validate(events)
-        data = _serialize(events, state)
         sync_asked = _wants_sync(environ)
-        try:
-            state.writer.append(data, sync=sync_asked and state.sync_honoured)
-        except AppendFailed as exc:
-            # "written": "none" (send it again) or "unknown" (see docs/http-api.md). The details
-            # (bytes, cap, free disk, errno) are for the operator's log, not for any client.
-            state.refusals_log.add(reason=str(exc))
-            raise Unavailable(_PUBLIC_REFUSALS.get(type(exc), "the spool refused the write"),
-                              exc.retry_after_seconds, written=exc.written) from None
+        with state.budget.hold() as hold:
+            hold.need(declared_body_bytes(environ.get("CONTENT_LENGTH"), state.config.max_body_bytes))
+            events, cost = read_events(_read_body(environ), environ.get("HTTP_CONTENT_ENCODING"), kind,
+                                       state.limits, hold)
+            state.validator.validate(events)
+            data = _serialize(events, cost, hold, state)
+            try:
+                state.writer.append(data, sync=sync_asked and state.sync_honoured)
+            except AppendFailed as exc:
+                # "written": "none" (send it again) or "unknown" (see docs/http-api.md). The details
+                # (bytes, cap, free disk, errno) are for the operator's log, not for any client.
+                state.refusals_log.add(reason=str(exc))
+                raise Unavailable(_PUBLIC_REFUSALS.get(type(exc), "the spool refused the write"),
+                                  exc.retry_after_seconds, written=exc.written) from None
         metrics.events_accepted.inc(len(events))
         metrics.bytes_accepted.inc(len(data))
         metrics.request_seconds.observe(time.perf_counter() - started)
@@ -187,24 +196,15 @@ def _wants_sync(environ: dict) -> bool:
     return bool(query) and "sync" in query and request.args.get("sync") in ("1", "true")
 
 
-def _serialize(events: list[dict], state: ReceiverState) -> bytes:
-    """Stamp and serialize the events as compact NDJSON, checking each event's size."""
-    config = state.config
-    if config.stamp:
-        now_ms = time.time_ns() // 1_000_000  # one clock reading for the ids and the receive time
-        received_at = format_received_at(now_ms)
-        id_field, at_field = config.id_field, config.received_at_field
-        missing = [e for e in events if id_field not in e]
-        for event, new_id in zip(missing, state.ids.new_ids(len(missing), now_ms), strict=True):
-            event[id_field] = new_id
-        for event in events:
-            event[at_field] = received_at
-    lines = [orjson.dumps(e, option=_APPEND_NEWLINE) for e in events]
-    limit = config.max_event_bytes
-    too_big = [{"index": i, "bytes": len(line) - 1} for i, line in enumerate(lines) if len(line) - 1 > limit]
-    if too_big:
-        raise TooLarge(f"events larger than {limit} bytes", errors=too_big[:100])
-    return b"".join(lines)
+def _serialize(events: list[dict], cost: ParseCost, hold: Hold, state: ReceiverState) -> bytes | bytearray:
+    """Stamp and serialize the events, holding memory for the stamps and the output as it grows."""
+
+    def grown(nbytes: int) -> None:
+        hold.need(serializing_bytes(cost, len(events), nbytes))
+
+    grown(cost.length)  # compact JSON is about as long as the body (longer only for numbers like 1e9)
+    hold.estimated()  # the next large request may start; more output than that never waits
+    return serialize_events(events, state.stamping, state.ids, state.config.max_event_bytes, grown)
 
 
 def _register_error_handlers(app: Flask, state: ReceiverState) -> None:

@@ -69,9 +69,10 @@ def build_openapi(config: ReceiverConfig) -> dict:
                         "401": _error("Missing or wrong API key (for a body over 64 KiB or chunked: "
                                       "answered when the headers end, and the connection closed)"),
                         "403": _error("Origin not allowed (see --cors-origin)"),
-                        "413": _error("Body, inflated body, event or event count too large"),
+                        "413": _error("Body, inflated body, event, event count or parse memory (--max-parse-bytes) too large"),
                         "415": _error("Unsupported Content-Type, charset or Content-Encoding"),
-                        "503": _error("Spool full or unwritable; retry after Retry-After", retry_after=True),
+                        "503": _error("Spool full or unwritable, or the worker's parse memory in use by other large "
+                                       "requests; retry after Retry-After", retry_after=True),
                     },
                 },
                 "options": {"summary": "CORS preflight", "responses": {"204": {"description": "allowed"},

@@ -5,6 +5,10 @@ are random at each new millisecond and counted up within it (so ids from one
 worker sort in receive order, and two workers collide with negligible odds),
 encoded as 26 characters of base32hex — an alphabet whose ASCII order is its
 numeric order, so ids sort as strings.
+
+:func:`serialize_events` stamps a request's events and writes them as the
+spool's NDJSON, checking each event's size; its output is reported as it grows
+so that the request's memory hold covers it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["IdGenerator", "encode_id", "format_received_at"]
+import orjson
+
+from .errors import TooLarge
+
+__all__ = ["IdGenerator", "Stamping", "encode_id", "format_received_at", "serialize_events"]
 
 _RANDOM_BITS = 80
 _RANDOM_MASK = (1 << _RANDOM_BITS) - 1
@@ -70,3 +80,59 @@ def format_received_at(now_ms: int | float) -> str:
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         _second_cache = (seconds, prefix)
     return f"{prefix}.{millis:03d}Z"
+
+
+@dataclass(frozen=True)
+class Stamping:
+    """What to add to each event: an id (unless the client sent one) and the receive time; or nothing."""
+
+    enabled: bool = True
+    id_field: str = "_id"
+    received_at_field: str = "_received_at"
+
+
+_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_MAX_REPORTED_ERRORS = 100
+# Report the output's growth to the memory hold every this many bytes.
+_REPORT_EVERY_BYTES = 256 * 1024
+
+
+def serialize_events(events: list[dict], stamping: Stamping, ids: IdGenerator, max_event_bytes: int,
+                     on_growth: Callable[[int], None] | None = None) -> bytes | bytearray:
+    """Stamp and serialize the events as compact NDJSON (one buffer, no copy per line).
+
+    Raises :class:`TooLarge` listing (up to 100) events over ``max_event_bytes``;
+    ``on_growth(bytes so far)`` is called as the output grows (it may raise).
+    """
+    if stamping.enabled:
+        now_ms = time.time_ns() // 1_000_000  # one clock reading for the ids and the receive time
+        received_at = format_received_at(now_ms)
+        id_field, at_field = stamping.id_field, stamping.received_at_field
+        missing = [e for e in events if id_field not in e]
+        for event, new_id in zip(missing, ids.new_ids(len(missing), now_ms), strict=True):
+            event[id_field] = new_id
+        for event in events:
+            event[at_field] = received_at
+    if len(events) == 1:  # one event (a beacon, or one large event): its line is the output, not copied
+        line = orjson.dumps(events[0], option=_APPEND_NEWLINE)
+        if len(line) - 1 > max_event_bytes:
+            raise TooLarge(f"events larger than {max_event_bytes} bytes (--max-event-bytes)",
+                           errors=[{"index": 0, "bytes": len(line) - 1}])
+        return line
+    out = bytearray()
+    too_big = []
+    report_at = _REPORT_EVERY_BYTES
+    dumps = orjson.dumps
+    for index, event in enumerate(events):
+        line = dumps(event, option=_APPEND_NEWLINE)
+        if len(line) - 1 > max_event_bytes:
+            if len(too_big) < _MAX_REPORTED_ERRORS:
+                too_big.append({"index": index, "bytes": len(line) - 1})
+        elif not too_big:
+            out += line
+            if on_growth is not None and len(out) >= report_at:
+                on_growth(len(out))
+                report_at = len(out) + _REPORT_EVERY_BYTES
+    if too_big:
+        raise TooLarge(f"events larger than {max_event_bytes} bytes (--max-event-bytes)", errors=too_big)
+    return out

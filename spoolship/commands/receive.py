@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from receiver.config import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_INFLATED_BYTES,
+    DEFAULT_MAX_PARSE_BYTES,
     DEFAULT_PORT,
     DEFAULT_READ_TIMEOUT_SECONDS,
     DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
@@ -41,7 +43,16 @@ def worker_main(config: ReceiverConfig, index: int, log_level: str = "info") -> 
     from receiver.server import serve
 
     configure_logging(log_level)
+    _pin_malloc()
     sys.exit(serve(config, worker=index, supervised=True))
+
+
+def _pin_malloc() -> None:
+    """Freed request buffers leave the worker (receiver/malloc.py): its RSS follows --max-parse-bytes."""
+    from receiver.malloc import pin_malloc
+
+    if not pin_malloc():
+        logging.getLogger(__name__).warning("malloc thresholds not pinned: not glibc; RSS may stay at its peak")
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
@@ -74,11 +85,15 @@ def worker_main(config: ReceiverConfig, index: int, log_level: str = "info") -> 
 @option("--max-body-bytes", type=SIZE, default=DEFAULT_MAX_BODY_BYTES, help="Largest request body.")
 @option("--max-inflated-bytes", type=SIZE, default=DEFAULT_MAX_INFLATED_BYTES,
               help="Largest body after gzip inflation.")
-@option("--max-event-bytes", type=SIZE, default=DEFAULT_MAX_EVENT_BYTES, help="Largest single event.")
+@option("--max-event-bytes", type=SIZE, default=DEFAULT_MAX_EVENT_BYTES,
+              help="Largest single event as stored, with its stamps (at most 1,044,480: one Kinesis record).")
 @option("--max-events", type=click.IntRange(min=1), default=DEFAULT_MAX_EVENTS,
               help="Most events in one request.")
 @option("--max-depth", type=click.IntRange(min=1), default=DEFAULT_MAX_DEPTH,
-              help="Deepest JSON nesting in an event.")
+              help="Deepest JSON nesting in an event (at most 254).")
+@option("--max-parse-bytes", type=SIZE, default=DEFAULT_MAX_PARSE_BYTES,
+              help="Memory a worker may spend on request bodies in flight, estimated before parsing: "
+                   "a body needing more gets 413; one that does not fit beside others, 503.")
 @option("--shutdown-delay", "shutdown_delay_seconds", type=DURATION, default=0.0,
               help="After SIGTERM, keep serving (unready) this long before draining.")
 @option("--shutdown-timeout", "shutdown_timeout_seconds", type=DURATION,
@@ -107,6 +122,7 @@ def receive(log_level: str, **options) -> None:
     if config.workers == 1:
         from receiver.server import serve
 
+        _pin_malloc()
         sys.exit(serve(config))
     import functools
 

@@ -210,6 +210,8 @@ def test_the_manifests_pod_ships_what_it_accepts_and_drains_on_sigterm(podman, i
     if busy:
         pytest.skip(f"the manifests' ports {busy} are in use on this host (the pod runs on the host network)")
     receiver = f"http://127.0.0.1:{playable.ports['receiver']['http']}"
+    # The receiver's /metrics is where the PodMonitor scrapes it: its probe port (--probe-port).
+    receiver_metrics = f"http://127.0.0.1:{playable.ports['receiver']['probes']}/metrics"
     tailer_metrics = f"http://127.0.0.1:{playable.ports['tailer']['metrics']}/metrics"
     grace = statefulset(objects)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
@@ -233,7 +235,7 @@ def test_the_manifests_pod_ships_what_it_accepts_and_drains_on_sigterm(podman, i
 
         # Metrics of the real image as deployed (two receiver workers): every name the dashboard and
         # the alerts use is there.
-        live_metrics = exposed(requests.get(receiver + "/metrics", timeout=10).text,
+        live_metrics = exposed(requests.get(receiver_metrics, timeout=10).text,
                                requests.get(tailer_metrics, timeout=10).text)
         # the names only: some labelled series are born with their first event (a 503, a dead letter);
         # tests/integration/test_dashboards.py provokes each and checks the labels too.
