@@ -31,7 +31,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,7 +45,8 @@ from .errors import (
     unexpected,
 )
 from .metrics import TailerMetrics
-from .packing import MAX_BATCH_BYTES, MAX_RECORDS, Batch, split_aggregate
+from .outstanding import Outstanding, OutstandingGroup
+from .packing import Batch, split_aggregate
 from .placement import PlacementCheck
 from .ratelog import RateLimitedLog
 from .sink import PutResult, Record, Sink
@@ -98,7 +98,7 @@ class Delivery:
 
     def deliver(self, batch: Batch) -> Batch:
         """Return the batch once every record is in the stream (or dead-lettered)."""
-        work = _Work(batch, self._clock)
+        work = Outstanding(batch, self._clock)
         while work:
             if self._abort.is_set():
                 raise Aborted(f"gave up on {work.records_left()} records at the drain timeout")
@@ -148,7 +148,7 @@ class Delivery:
         self._metrics.put_calls.inc()
         return result
 
-    def _settle(self, batch: Batch, group: list[int], result: PutResult, work: _Work) -> list[int]:
+    def _settle(self, batch: Batch, group: list[int], result: PutResult, work: Outstanding) -> list[int]:
         """Account for one answer; returns the indexes to send again."""
         self._count_record_failures(result.failed)
         self._metrics.records_shipped.inc(len(group) - len(result.failed) - len(result.rejected))
@@ -158,7 +158,7 @@ class Delivery:
             self._check_placement(batch, group, result.placed, work)
         return [group[k] for k, _, _ in result.failed]
 
-    def _call_failed(self, exc: ShipError, group: _Group, work: _Work) -> None:
+    def _call_failed(self, exc: ShipError, group: OutstandingGroup, work: Outstanding) -> None:
         """Count, log (rate-limited) and schedule the group's next attempt: never at once."""
         if isinstance(exc, Permanent) and self._raise_permanent:
             raise exc
@@ -189,14 +189,14 @@ class Delivery:
         self._metrics.retries.inc(len(failed))
         self._metrics.record_failures.inc(len(failed))
 
-    def _reject_record(self, batch: Batch, index: int, reason: str, work: _Work) -> None:
+    def _reject_record(self, batch: Batch, index: int, reason: str, work: Outstanding) -> None:
         """Dead-letter one record the sink named; an aggregate of several lines is sent again line by line."""
         record = batch.records[index]
         parts = split_aggregate(record)
         if parts:
             log.warning("aggregated record rejected; sending its lines one by one",
                         extra={"lines": len(parts), "error": reason})
-            work.add(_append(batch, parts))
+            work.append(parts)
             return
         log.error("record rejected by kinesis; dead-lettered", extra={"error": reason})
         attempt = 0
@@ -212,7 +212,7 @@ class Delivery:
                 self._sleep(self._backoff.delay(attempt))
                 attempt += 1
 
-    def _check_placement(self, batch: Batch, group: list[int], placed, work: _Work) -> None:
+    def _check_placement(self, batch: Batch, group: list[int], placed, work: Outstanding) -> None:
         for k, landed in enumerate(placed):
             predicted = batch.predicted.get(group[k])
             if landed is None or predicted is None or landed == predicted:
@@ -221,12 +221,7 @@ class Delivery:
             self._metrics.misplaced.inc()
             log.info("aggregate landed on another shard than predicted; sending its misplaced lines again",
                      extra={"predicted": predicted, "landed": landed, "records": len(again)})
-            first = len(batch.records)
-            _append(batch, [record for record, _ in again])
-            for offset, (_, shard) in enumerate(again):
-                if shard is not None:
-                    batch.predicted[first + offset] = shard
-            work.add(range(first, len(batch.records)))
+            work.append([record for record, _ in again], [shard for _, shard in again])
 
     def _misplaced(self, record: Record, landed: str) -> list[tuple[Record, str | None]]:
         attempt = 0
@@ -241,77 +236,3 @@ class Delivery:
     def _sleep(self, seconds: float) -> None:
         if self._abort.wait(seconds):
             raise Aborted("drain timeout reached while waiting to retry")
-
-
-def _append(batch: Batch, records: list[Record]) -> range:
-    first = len(batch.records)
-    batch.records.extend(records)
-    return range(first, len(batch.records))
-
-
-class _Group:
-    """Record indexes that go out in one call, and when they may be tried again."""
-
-    __slots__ = ("due", "failures", "indexes")
-
-    def __init__(self, indexes: list[int]) -> None:
-        self.indexes = indexes
-        self.failures = 0
-        self.due = float("-inf")
-
-
-class _Work:
-    """What is left of one batch: groups of record indexes that only shrink, sent one at a time in
-    order (so a batch never has more than one call out, and narrowing makes at most log2(n) calls
-    without a backoff before it stops, once one record alone fails like the whole call)."""
-
-    def __init__(self, batch: Batch, clock: Callable[[], float]) -> None:
-        self._batch = batch
-        self._clock = clock
-        self._groups: deque[_Group] = deque([_Group(list(range(len(batch.records))))] if batch.records else [])
-        self.splitting = True
-
-    def __bool__(self) -> bool:
-        return bool(self._groups)
-
-    def records_left(self) -> int:
-        return sum(len(g.indexes) for g in self._groups)
-
-    def next_due(self) -> _Group | None:
-        front = self._groups[0]
-        return front if front.due <= self._clock() else None
-
-    def wait_seconds(self) -> float:
-        return max(0.0, self._groups[0].due - self._clock())
-
-    def retry_in(self, group: _Group, seconds: float) -> None:
-        group.due = self._clock() + seconds
-        group.failures += 1
-
-    def keep(self, group: _Group, remaining: list[int]) -> None:
-        if remaining:
-            group.indexes = remaining
-        else:
-            self._groups.remove(group)
-
-    def split(self, group: _Group) -> None:
-        half = len(group.indexes) // 2
-        position = self._groups.index(group)
-        second = _Group(group.indexes[half:])
-        group.indexes = group.indexes[:half]
-        self._groups.insert(position + 1, second)
-
-    def add(self, indexes) -> None:
-        """New records of the batch (lines of a rejected aggregate, misplaced lines), in calls within limits."""
-        current: list[int] = []
-        size = 0
-        for i in indexes:
-            data, key, _ = self._batch.records[i]
-            nbytes = len(data) + len(key.encode())
-            if current and (len(current) >= MAX_RECORDS or size + nbytes > MAX_BATCH_BYTES):
-                self._groups.append(_Group(current))
-                current, size = [], 0
-            current.append(i)
-            size += nbytes
-        if current:
-            self._groups.append(_Group(current))

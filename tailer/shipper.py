@@ -19,7 +19,6 @@ and hand back their batch through a future.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -28,15 +27,16 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .config import TailerConfig
+from .deadletters import DeadLetters
 from .delivery import Backoff, Delivery
 from .errors import Aborted
 from .metrics import TailerMetrics
-from .packing import AggregatingPacker, Batch, PlainPacker, Span
+from .packing import AggregatingPacker, Batch, PlainPacker
 from .partition import make_key_function
 from .placement import PlacementCheck
 from .progress import SegmentProgress
 from .shardmap import ShardMap
-from .sink import Record, Sink
+from .sink import Sink
 from .spoolio import FAILED, GuardedSpool, SpoolOps
 from .tracker import SegmentTracker
 
@@ -57,15 +57,16 @@ class Shipper:
         self._ops = ops or SpoolOps()
         self._io = GuardedSpool(self._ops, self.metrics, max_backoff_seconds=config.max_backoff_seconds)
         self._tracker = SegmentTracker(config, self.metrics, self._io)
+        self._dead = DeadLetters(self._dir, self._io, self.metrics, max_queued_bytes=config.read_bytes,
+                                 released=self._tracker.advance)
         self._packer, placement = self._make_packer(sink, shard_map)
         self._ready: deque[Batch] = deque()
         self._inflight: dict[Future, Batch] = {}
-        self._dead_lines: deque[tuple[Span, bytes, str]] = deque()  # dead letters not written yet
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="put-records")
         self._wake = threading.Event()
         self._abort = threading.Event()
         self._delivery = Delivery(sink, self.metrics, backoff=Backoff(max_seconds=config.max_backoff_seconds),
-                                  abort=self._abort, reject=self._dead_letter_record,
+                                  abort=self._abort, reject=self._dead.record,
                                   permanent_retry_seconds=config.permanent_retry_seconds, placement=placement)
         self._rescan_requested = True
         self._last_scan = float("-inf")
@@ -75,12 +76,12 @@ class Shipper:
         config = self.config
         key_fn = make_key_function(config.partition_key)
         if not config.aggregate:
-            return PlainPacker(key_fn, self._dead_letter_line, max_batch_bytes=config.max_batch_bytes), None
+            return PlainPacker(key_fn, self._dead.line, max_batch_bytes=config.max_batch_bytes), None
         placement = None
         if config.partition_key != "random":
             shard_map = shard_map or ShardMap(sink.list_shards)
             placement = PlacementCheck(shard_map, config.aggregate_max_bytes)
-        packer = AggregatingPacker(key_fn, self._dead_letter_line, max_bytes=config.aggregate_max_bytes,
+        packer = AggregatingPacker(key_fn, self._dead.line, max_bytes=config.aggregate_max_bytes,
                                    shard_map=shard_map, max_batch_bytes=config.max_batch_bytes)
         return packer, placement
 
@@ -117,7 +118,7 @@ class Shipper:
         worked = self._collect_completed()
         if self._rescan_requested or now - self._last_scan >= self.config.poll_interval_seconds:
             self._rescan()
-        worked |= self._write_dead_lines()
+        worked |= self._dead.flush()
         read = self._read_and_pack()
         worked |= read
         self._idle_seconds = IDLE_MIN_SECONDS if read else min(IDLE_MAX_SECONDS, self._idle_seconds * 2)
@@ -174,7 +175,7 @@ class Shipper:
         return 1
 
     def _is_drained(self) -> bool:
-        if self._inflight or self._ready or self._dead_lines or self._packer.pending_since is not None:
+        if self._inflight or self._ready or self._dead or self._packer.pending_since is not None:
             return False
         return self._tracker.is_empty()
 
@@ -202,12 +203,12 @@ class Shipper:
         low = self.config.concurrency
         worked = False
         progressed = True
-        while progressed and len(self._ready) < low and not self._dead_letters_backed_up():
+        while progressed and len(self._ready) < low and not self._dead.backed_up():
             progressed = False
             for progress in self._tracker.next_per_writer():
                 if self._read_segment(progress):
                     progressed = worked = True
-                if len(self._ready) >= low or self._dead_letters_backed_up():
+                if len(self._ready) >= low or self._dead.backed_up():
                     break
         return worked
 
@@ -242,6 +243,13 @@ class Shipper:
         if span.pending <= 0:  # every line of it went to dead letters: nothing will acknowledge it
             self._tracker.advance(segment_id, size)
         self._ready.extend(self._packer.take_full())
+        return True
+
+    def _dead_letter_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> bool:
+        if not self._dead.range(progress, start, end, reason):
+            return False  # not read past: tried again after the backoff
+        progress.new_span(start, end, 0)
+        self._tracker.advance(progress.segment_id)
         return True
 
     # -- batches ---------------------------------------------------------------------------
@@ -281,57 +289,6 @@ class Shipper:
             touched.add(span.segment_id)
         for segment_id in touched:
             self._tracker.advance(segment_id)
-
-    # -- dead letters ----------------------------------------------------------------------
-
-    def _dead_letters_backed_up(self) -> bool:
-        """Dead letters the disk did not take yet hold a read chunk's worth: read no more meanwhile."""
-        return sum(len(line) for _, line, _ in self._dead_lines) >= self.config.read_bytes
-
-    def _dead_letter_line(self, span: Span, line: bytes, reason: str) -> None:
-        """The packer's callback for a line that can never be shipped: written now, or queued."""
-        self._dead_lines.append((span, line, reason))
-        self._write_dead_lines()
-
-    def _write_dead_lines(self) -> bool:
-        worked = False
-        while self._dead_lines:
-            span, line, reason = self._dead_lines[0]
-            tag = hashlib.blake2b(line, digest_size=6).hexdigest()
-            written = self._io.run("dead_letter", "", self._ops.write_dead_letter, self._dir, span.segment_id,
-                                   span.start, [line], reason, tag=tag)
-            if written is FAILED:
-                return worked  # kept (and the line unacknowledged) until the disk takes it
-            self._dead_lines.popleft()
-            self.metrics.dead_letters.labels("too_large").inc()
-            log.warning("line dead-lettered", extra={"segment": span.segment_id, "reason": reason})
-            span.pending -= 1
-            self._tracker.advance(span.segment_id)
-            worked = True
-        return worked
-
-    def _dead_letter_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> bool:
-        if self._io.run("dead_letter", "", self._write_range, progress, start, end, reason) is FAILED:
-            return False  # not read past: tried again after the backoff
-        progress.new_span(start, end, 0)
-        self._tracker.advance(progress.segment_id)
-        self.metrics.dead_letters.labels("torn" if "torn" in reason else "too_large").inc()
-        log.warning("bytes dead-lettered", extra={"segment": progress.segment_id, "offset": start,
-                                                  "bytes": end - start, "reason": reason})
-        return True
-
-    def _write_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> None:
-        blocks = self._ops.read_range(progress.fd, start, end)  # copied in blocks: a huge line stays on disk
-        self._ops.write_dead_letter(self._dir, progress.segment_id, start, blocks, reason)
-
-    def _dead_letter_record(self, batch: Batch, record: Record, reason: str) -> None:
-        """Called from a delivery thread for a record the sink rejects; OSError is the delivery's to retry."""
-        data = record[0]
-        first = next(iter(batch.spans), None)
-        segment_id, offset = (first.segment_id, first.start) if first else ("unknown", 0)
-        tag = "rejected-" + hashlib.blake2b(data, digest_size=6).hexdigest()
-        self._ops.write_dead_letter(self._dir, segment_id, offset, [data], reason, tag=tag)
-        self.metrics.dead_letters.labels("rejected").inc()
 
     # -- for tests and tools -----------------------------------------------------------------
 

@@ -684,3 +684,75 @@ def test_one_step_reads_a_bounded_amount_whatever_the_number_of_keys(spool_dir):
     assert held <= OPEN_AGGREGATES_MAX_BYTES + 4 * shipper.config.read_bytes
     sink.gate.set()
     shipper.close()
+
+
+class ReshardingSink(FakeSink):
+    """Places records by their key's hash on the *current* shards, as Kinesis does; ``split()`` splits shard-0."""
+
+    def __init__(self):
+        super().__init__()
+        self.shards = self._layout([(0, 2**127 - 1, "shard-0"), (2**127, 2**128 - 1, "shard-1")])
+        self.landed: list[tuple[str, bytes]] = []
+
+    @staticmethod
+    def _layout(ranges, closed=()):
+        return [{"ShardId": sid, "HashKeyRange": {"StartingHashKey": str(lo), "EndingHashKey": str(hi)},
+                 "SequenceNumberRange": {"StartingSequenceNumber": "1",
+                                         **({"EndingSequenceNumber": "9"} if sid in closed else {})}}
+                for lo, hi, sid in ranges]
+
+    def split(self):
+        self.shards = self._layout([(0, 2**127 - 1, "shard-0"), (2**127, 2**128 - 1, "shard-1"),
+                                    (0, 2**126 - 1, "shard-2"), (2**126, 2**127 - 1, "shard-3")],
+                                   closed={"shard-0"})
+
+    def list_shards(self):
+        return list(self.shards)
+
+    def put_records(self, records):
+        from tailer.shardmap import ShardMap
+
+        current = ShardMap(lambda: self.shards)
+        current.refresh()
+        placed = []
+        with self._lock:
+            for data, key, _ in records:
+                shard = current.shard_for(key)
+                placed.append(shard)
+                self.landed.append((shard, data))
+                self.accepted.append(data)
+        return PutResult(placed=placed)
+
+
+def test_aggregates_that_land_on_a_child_shard_after_a_split_have_their_stray_lines_sent_again(spool_dir):
+    """Defect 6: until the map refreshes, aggregates carry lines whose keys the child shard does not own."""
+    from tailer.kpl import deaggregate
+    from tailer.shardmap import ShardMap, hash_key
+
+    sink = ReshardingSink()
+    shard_map = ShardMap(sink.list_shards)
+    writer = SpoolWriter(WriterConfig(spool_dir, "k", segment_bytes=10**9, min_free_bytes=0, fsync=FsyncPolicy.NEVER))
+    lines = [b'{"user":"u%d","n":%d}\n' % (i % 200, i) for i in range(3000)]
+    for line in lines[:1000]:
+        writer.append(line)
+    shipper = Shipper(TailerConfig(spool_dir, "s", aggregate=True, partition_key="field:user", linger_seconds=0.01,
+                                   checkpoint_interval_seconds=0, max_backoff_seconds=0.01), sink,
+                      shard_map=shard_map)
+    _SHIPPERS.append(shipper)
+    run_until(shipper, lambda: len(sink.accepted) > 0 and shard_map.refreshes == 1)
+    run_until(shipper, lambda: not shipper._packer.pending_since and not shipper._inflight)
+    sink.split()  # the map the packer holds is now stale for shard-0's keys
+    for line in lines[1000:]:
+        writer.append(line)
+    writer.close()
+    shipper.request_rescan()
+    run_until(shipper, lambda: not list_segments(spool_dir))
+    shipper.close()
+    ranges = {s["ShardId"]: (int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]))
+              for s in sink.shards}
+    owned = set()
+    for shard, data in sink.landed:
+        lo, hi = ranges[shard]
+        owned.update(line for key, line in deaggregate(data) if lo <= hash_key(key) <= hi)
+    assert owned == set(lines), f"{len(set(lines) - owned)} lines have no copy on a shard that owns their key"
+    assert shipper.metrics.misplaced._value.get() > 0, "the split was noticed from the ShardIds"
