@@ -50,6 +50,8 @@ class TailerConfig:
     drain_timeout_seconds: float = DEFAULT_DRAIN_TIMEOUT_SECONDS
     max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS
     permanent_retry_seconds: float = DEFAULT_PERMANENT_RETRY_SECONDS
+    # Exit 0 once every segment is sealed, shipped, checkpointed and deleted (the scale-down rescue).
+    exit_when_empty: bool = False
     read_bytes: int = DEFAULT_READ_BYTES
 
     def __post_init__(self) -> None:

@@ -94,12 +94,14 @@ class Shipper:
         self._rescan_requested = True
         self._wake.set()
 
-    def run(self, stop: threading.Event, *, exit_when_empty: bool = False) -> int:
+    def run(self, stop: threading.Event) -> int:
         """Ship until ``stop`` is set, then drain; returns the exit code.
 
-        ``exit_when_empty``: also stop, with 0, as soon as every segment is sealed, shipped,
-        checkpointed and deleted (the scale-down rescue of a spool nobody writes to any more).
+        With ``exit_when_empty`` it also stops, with 0, as soon as every segment is sealed,
+        shipped, checkpointed and deleted (the scale-down rescue of a spool nobody writes to any
+        more); an active segment whose writer is alive keeps it running until it is sealed.
         """
+        exit_when_empty = self.config.exit_when_empty
         log.info("tailer started", extra={"spool": str(self._dir), "stream": self.config.stream,
                                           "aggregate": self.config.aggregate, "exit_when_empty": exit_when_empty})
         while not stop.is_set():

@@ -31,7 +31,8 @@ _HTML_404 = b"<html><head><title>404 Not Found</title></head><body><center><h1>4
 
 
 def garbage_answers() -> list[tuple[int, bytes]]:
-    """Every status 300-599 with a rotating body shape, and the Kinesis error documents that name no record."""
+    """Every status 300-599, each with one of the body shapes in turn (and Kinesis error documents that
+    name no record); ordered with a stride so that any few consecutive answers mix 3xx, 4xx and 5xx."""
     shapes = [_HTML_404, b"", b'{"__type":"ValidationException","message":"1 validation error detected: Val',
               b"upstream connect error or disconnect/reset before headers", b"\x00\xff" * 8,
               json.dumps({"__type": "MissingAuthenticationTokenException", "message": "Missing token"}).encode(),
@@ -40,7 +41,8 @@ def garbage_answers() -> list[tuple[int, bytes]]:
                           "pattern: [a-zA-Z0-9_.-]+"}).encode(),
               json.dumps({"__type": "InvalidArgumentException", "message": "Records size exceeds 5 MB limit"}).encode(),
               json.dumps({"__type": "InternalFailure", "message": "We encountered an internal error."}).encode()]
-    return [(status, shapes[status % len(shapes)]) for status in range(300, 600)]
+    statuses = [300 + (i * 37) % 300 for i in range(300)]  # 37 is prime to 300: each status once
+    return [(status, shapes[i % len(shapes)]) for i, status in enumerate(statuses)]
 
 
 class FaultProxy:
@@ -62,6 +64,7 @@ class FaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args) -> None:
                 pass
@@ -127,6 +130,8 @@ class FaultProxy:
 
     @staticmethod
     def _answer(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict | None = None) -> None:
+        if status in (204, 304) or status < 200:
+            body = b""  # HTTP forbids a body here; sending one would garble the next answer on the connection
         handler.send_response(status)
         for name, value in (headers or {"Content-Type": "text/html"}).items():
             handler.send_header(name, value)

@@ -637,8 +637,8 @@ def test_exit_when_empty_ships_sealed_and_orphaned_segments_from_the_checkpoint_
     with CheckpointStore(spool_dir) as store:
         store.save({first.segment_id: covered, orphan.name[:-len(".active")]: 8})
     sink = FakeSink()
-    shipper = make_shipper(spool_dir, sink)
-    assert shipper.run(threading.Event(), exit_when_empty=True) == 0
+    shipper = make_shipper(spool_dir, sink, exit_when_empty=True)
+    assert shipper.run(threading.Event()) == 0
     assert not list_segments(spool_dir, probe=False) and read_checkpoint(spool_dir) == {}
     assert sorted(sink.accepted) == sorted(sealed[30:] + [b'{"o":2}\n', b'{"o":3}\n'])
 
@@ -646,9 +646,9 @@ def test_exit_when_empty_ships_sealed_and_orphaned_segments_from_the_checkpoint_
 def test_exit_when_empty_waits_for_a_live_writer_to_seal(spool_dir):
     writer, lines = write_lines(spool_dir, "live", 10, seal=False, segment_bytes=10**9)
     sink = FakeSink()
-    shipper = make_shipper(spool_dir, sink)
+    shipper = make_shipper(spool_dir, sink, exit_when_empty=True)
     result = []
-    runner = threading.Thread(target=lambda: result.append(shipper.run(threading.Event(), exit_when_empty=True)))
+    runner = threading.Thread(target=lambda: result.append(shipper.run(threading.Event())))
     runner.start()
     deadline = time.monotonic() + 30
     while len(sink.accepted) < 10 and time.monotonic() < deadline:
