@@ -335,7 +335,7 @@ def test_memory_is_bounded_by_batches_in_flight(spool_dir):
     shipper.close()
 
 
-def test_rejected_record_is_narrowed_down_and_dead_lettered(spool_dir):
+def test_a_record_kinesis_names_as_invalid_is_dead_lettered_alone(spool_dir):
     _, lines = write_lines(spool_dir, "a", 300)
     with open(next(spool_dir.glob("*.ndjson")), "rb") as f:
         assert f.read(1)
