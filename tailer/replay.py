@@ -29,6 +29,7 @@ from .delivery import Backoff, Delivery
 from .metrics import TailerMetrics
 from .packing import AggregatingPacker, Batch, PlainPacker, Span
 from .partition import make_key_function
+from .placement import PlacementCheck
 from .shardmap import ShardMap
 from .sink import Record, Sink
 
@@ -106,8 +107,12 @@ class Replayer:
         self._abort = threading.Event()
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        per_key = options.aggregate and options.partition_key != "random"
+        self._shard_map = ShardMap(sink.list_shards if sink is not None else list) if per_key else None
+        placement = PlacementCheck(self._shard_map, options.aggregate_max_bytes) if per_key and sink else None
         self._delivery = None if sink is None else Delivery(
-            sink, self._metrics, backoff=Backoff(), abort=self._abort, reject=self._rejected, raise_permanent=True)
+            sink, self._metrics, backoff=Backoff(), abort=self._abort, reject=self._rejected, raise_permanent=True,
+            placement=placement)
 
     def run(self, paths: list[Path]) -> ReplaySummary:
         self._started = started = time.monotonic()
@@ -157,11 +162,8 @@ class Replayer:
         key_fn = make_key_function(options.partition_key)
         if not options.aggregate:
             return PlainPacker(key_fn, self._too_large, max_batch_bytes=options.max_batch_bytes)
-        shard_map = None
-        if options.partition_key != "random":
-            shard_map = ShardMap(self._sink.list_shards if self._sink is not None else list)
         return AggregatingPacker(key_fn, self._too_large, max_bytes=options.aggregate_max_bytes,
-                                 shard_map=shard_map, max_batch_bytes=options.max_batch_bytes)
+                                 shard_map=self._shard_map, max_batch_bytes=options.max_batch_bytes)
 
     def _read(self, path: Path) -> Iterator[tuple[Span, list[bytes]]]:
         """(span, complete lines) of the file, from --from-offset; offsets are of the content."""

@@ -74,11 +74,15 @@ class ShardMap:
         """The loop's periodic refresh; a failure is logged and retried in a few seconds."""
         if self._clock() - self._loaded_at < REFRESH_SECONDS:
             return
+        if not self._refreshing.acquire(blocking=False):
+            return  # a delivery is refreshing it right now: the loop does not wait for ListShards
         try:
-            self.refresh()
+            self._load()
         except ShipError as exc:
             self._loaded_at = self._clock() - REFRESH_SECONDS + RETRY_SECONDS
             log.error("shard map not loaded; aggregating per key until it is", extra={"error": str(exc)})
+        finally:
+            self._refreshing.release()
 
     def refresh_after_mismatch(self) -> None:
         """A record landed elsewhere than predicted: refresh unless that was just done; may raise ShipError."""

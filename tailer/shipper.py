@@ -71,6 +71,7 @@ class Shipper:
         self._rescan_requested = True
         self._last_scan = float("-inf")
         self._idle_seconds = IDLE_MIN_SECONDS
+        self._closed = False
 
     def _make_packer(self, sink: Sink, shard_map: ShardMap | None):
         config = self.config
@@ -161,6 +162,7 @@ class Shipper:
         return self._finish(drained=False)
 
     def _finish(self, *, drained: bool) -> int:
+        self._closed = True
         if not drained:
             self._abort.set()
         self._pool.shutdown(wait=True)
@@ -183,8 +185,9 @@ class Shipper:
 
     def close(self) -> None:
         """Stop without draining (tests and errors): abort deliveries, save the checkpoint."""
-        if self._abort.is_set() and self._pool._shutdown:  # already closed or finished
+        if self._closed:
             return
+        self._closed = True
         self._abort.set()
         self._pool.shutdown(wait=True)
         self._collect_completed()
