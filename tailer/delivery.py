@@ -111,7 +111,8 @@ class Delivery:
             except RecordsRejected as exc:
                 self._metrics.failed_calls.labels("rejected").inc()
                 named = [group.indexes[k] for k in exc.indexes]
-                work.keep(group, [i for i in group.indexes if i not in set(named)])
+                unnamed = set(group.indexes) - set(named)
+                work.keep(group, [i for i in group.indexes if i in unnamed])
                 for i in named:
                     self._reject_record(batch, i, f"rejected by Kinesis: {exc}", work)
                 continue
@@ -198,11 +199,11 @@ class Delivery:
                         extra={"lines": len(parts), "error": reason})
             work.append(parts)
             return
-        log.error("record rejected by kinesis; dead-lettered", extra={"error": reason})
         attempt = 0
         while True:
             try:
                 self._reject(batch, record, reason)
+                log.error("record rejected by kinesis; dead-lettered", extra={"error": reason})
                 self._errors.recovered("dead-letter", "dead-letter writes recovered")
                 return
             except OSError as exc:  # a full or read-only disk: nothing is sent again meanwhile

@@ -35,7 +35,7 @@ class TailerMetrics:
         self.dead_letters = Counter("spoolship_tailer_dead_letters", "Lines moved to dead-letter/",
                                     ["reason"], registry=r)
         self.misplaced = Counter("spoolship_tailer_misplaced_aggregates",
-                                 "Aggregates that landed on a shard not owning all their keys (reshard)", registry=r)
+                                 "Aggregates that landed on another shard than predicted (a reshard); stray lines sent again", registry=r)
         self.spool_errors = Counter("spoolship_tailer_spool_errors", "Spool operations that failed (retried)",
                                     ["operation"], registry=r)
         self.segments_shrunk = Counter("spoolship_tailer_segments_shrunk",
