@@ -55,6 +55,7 @@ __all__ = ["PERMANENT_RETRY_SECONDS", "Backoff", "Delivery"]
 
 log = logging.getLogger(__name__)
 PERMANENT_RETRY_SECONDS = 30.0
+MAP_REFRESH_ATTEMPTS = 3  # then misplaced lines are sent again per key, which needs no shard map
 _THROTTLE_CODES = ("ProvisionedThroughputExceededException", "KMSThrottlingException")
 
 
@@ -225,14 +226,13 @@ class Delivery:
             work.append([record for record, _ in again], [shard for _, shard in again])
 
     def _misplaced(self, record: Record, landed: str) -> list[tuple[Record, str | None]]:
-        attempt = 0
-        while True:
+        for attempt in range(MAP_REFRESH_ATTEMPTS):
             try:
                 return self._placement.misplaced(record, landed)
             except ShipError as exc:
                 self._errors.error("shard-map", "shard map refresh failed; retrying", error=str(exc))
                 self._sleep(self._backoff.delay(attempt))
-                attempt += 1
+        return self._placement.per_key(record)  # needs no map: every line again, one key per aggregate
 
     def _sleep(self, seconds: float) -> None:
         if self._abort.wait(seconds):

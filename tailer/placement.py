@@ -9,6 +9,8 @@ prediction; on a mismatch the map is refreshed and the sub-records that landed
 on a shard that does not own their key are packed again by their owning shard
 and sent again, before the batch counts as delivered. (A KCL consumer then
 reads each line once from a shard that owns it; the copies it drops do no harm.)
+If the map cannot be refreshed (ListShards failing or denied), every line of the
+aggregate is sent again aggregated per key, which is right whatever the shards.
 
 Thread-safe: runs in the delivery threads.
 """
@@ -39,6 +41,17 @@ class PlacementCheck:
             if not self._map.owns(landed, key):
                 shard = self._map.shard_for(key)
                 by_slot.setdefault(shard or "key:" + key, []).append((key, data))
+        return self._pack(by_slot)
+
+    def per_key(self, record: Record) -> list[tuple[Record, str | None]]:
+        """Without a shard map: every sub-record again, aggregated per key — right whatever the shards
+        (the copies already on an owning shard become duplicates)."""
+        by_slot: dict[str, list[tuple[str, bytes]]] = {}
+        for key, data in deaggregate(record[0]):
+            by_slot.setdefault("key:" + key, []).append((key, data))
+        return self._pack(by_slot)
+
+    def _pack(self, by_slot: dict[str, list[tuple[str, bytes]]]) -> list[tuple[Record, str | None]]:
         out: list[tuple[Record, str | None]] = []
         for slot, items in by_slot.items():
             predicted = None if slot.startswith("key:") else slot

@@ -702,6 +702,7 @@ class ReshardingSink(FakeSink):
         super().__init__()
         self.shards = self._layout([(0, 2**127 - 1, "shard-0"), (2**127, 2**128 - 1, "shard-1")])
         self.landed: list[tuple[str, bytes]] = []
+        self.listing_fails = False
 
     @staticmethod
     def _layout(ranges, closed=()):
@@ -716,12 +717,14 @@ class ReshardingSink(FakeSink):
                                    closed={"shard-0"})
 
     def list_shards(self):
+        if self.listing_fails:
+            raise Unavailable("ListShards failing", code="HTTP500")
         return list(self.shards)
 
     def put_records(self, records):
         from tailer.shardmap import ShardMap
 
-        current = ShardMap(lambda: self.shards)
+        current = ShardMap(lambda: list(self.shards))
         current.refresh()
         placed = []
         with self._lock:
@@ -733,8 +736,10 @@ class ReshardingSink(FakeSink):
         return PutResult(placed=placed)
 
 
-def test_aggregates_that_land_on_a_child_shard_after_a_split_have_their_stray_lines_sent_again(spool_dir):
-    """Defect 6: until the map refreshes, aggregates carry lines whose keys the child shard does not own."""
+@pytest.mark.parametrize("listing", ["works", "fails"])
+def test_aggregates_that_land_on_a_child_shard_after_a_split_have_their_stray_lines_sent_again(spool_dir, listing):
+    """Defect 6: until the map refreshes, aggregates carry lines whose keys the child shard does not own.
+    If ListShards then fails, the lines go again aggregated per key (right without a map)."""
     from tailer.kpl import deaggregate
     from tailer.shardmap import ShardMap, hash_key
 
@@ -751,6 +756,7 @@ def test_aggregates_that_land_on_a_child_shard_after_a_split_have_their_stray_li
     run_until(shipper, lambda: len(sink.accepted) > 0 and shard_map.refreshes == 1)
     run_until(shipper, lambda: not shipper._packer.pending_since and not shipper._inflight)
     sink.split()  # the map the packer holds is now stale for shard-0's keys
+    sink.listing_fails = listing == "fails"
     for line in lines[1000:]:
         writer.append(line)
     writer.close()
