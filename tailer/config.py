@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .packing import MAX_BATCH_BYTES, MAX_RECORD_BYTES
 from .partition import parse_partition_key
 
-__all__ = ["TailerConfig"]
+__all__ = ["TailerConfig", "check_stream_name"]
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_LINGER_SECONDS = 0.25
@@ -16,6 +17,8 @@ DEFAULT_POLL_INTERVAL_SECONDS = 2.0
 DEFAULT_CHECKPOINT_INTERVAL_SECONDS = 1.0
 DEFAULT_DRAIN_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_BACKOFF_SECONDS = 10.0
+# How often a call the stream refuses for good (missing, denied, a proxy's 404) is tried again.
+DEFAULT_PERMANENT_RETRY_SECONDS = 30.0
 # The KPL's default: small enough to spread over shards, big enough for ~250 lines of 200 bytes.
 DEFAULT_AGGREGATE_MAX_BYTES = 51_200
 DEFAULT_READ_BYTES = 2 * 1024 * 1024
@@ -46,9 +49,13 @@ class TailerConfig:
     metrics_port: int | None = None
     drain_timeout_seconds: float = DEFAULT_DRAIN_TIMEOUT_SECONDS
     max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS
+    permanent_retry_seconds: float = DEFAULT_PERMANENT_RETRY_SECONDS
+    # Exit 0 once every segment is sealed, shipped, checkpointed and deleted (the scale-down rescue).
+    exit_when_empty: bool = False
     read_bytes: int = DEFAULT_READ_BYTES
 
     def __post_init__(self) -> None:
+        check_stream_name(self.stream)
         object.__setattr__(self, "spool_dir", Path(self.spool_dir))
         if self.archive_dir is not None:
             object.__setattr__(self, "archive_dir", Path(self.archive_dir))
@@ -61,3 +68,16 @@ class TailerConfig:
             raise ValueError(f"--max-batch-bytes must be between {MAX_RECORD_BYTES} and {MAX_BATCH_BYTES}")
         if self.read_bytes <= MAX_RECORD_BYTES:
             raise ValueError("read_bytes must exceed the 1 MiB record limit")
+        if self.permanent_retry_seconds <= 0 or self.max_backoff_seconds <= 0:
+            raise ValueError("--permanent-retry and --max-backoff must be positive")
+
+
+_STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+
+
+def check_stream_name(name: str) -> str:
+    """Kinesis's own rule for stream names; refused at start-up rather than by every call."""
+    if not _STREAM_NAME.fullmatch(name):
+        raise ValueError(f"--stream {name!r} is not a Kinesis stream name: 1 to 128 characters "
+                         "from a-z, A-Z, 0-9, '_', '.' and '-'")
+    return name

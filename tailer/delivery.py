@@ -1,14 +1,26 @@
-"""Delivering one batch: retry until Kinesis has every record of it.
+"""Delivering one batch: retry until the sink has every record of it.
 
-- Records that fail one by one (ProvisionedThroughputExceeded, InternalFailure)
-  are re-sent alone, with backoff.
-- Whole-call failures (network, 5xx, throttling) are retried without limit,
-  with exponential backoff and full jitter (capped), while the spool buffers.
-- Permanent errors (no stream, access denied) are retried slowly and logged
-  loudly; a request Kinesis rejects as malformed is split until the record at
-  fault is alone, and that one record is dead-lettered.
-- Only the drain timeout stops it (``Aborted``): the batch stays unacknowledged
-  and its lines are shipped again after the restart.
+The sink says what an answer means (:mod:`tailer.errors`); this module decides
+what to do about it:
+
+- Records that fail one by one are sent again alone, with backoff.
+- Retryable call failures (network, 5xx, throttling, credentials) are retried
+  without limit, with exponential backoff and full jitter up to ``--max-backoff``.
+- Permanent ones (no stream, access denied, a proxy's 404) are logged loudly
+  (rate-limited) and retried every ``permanent_retry_seconds``; nothing is dropped.
+- ``RequestRejected``: the call is split in halves, each sent on its own; one
+  record alone that still fails the same way is the call's fault: permanent.
+- Only records the sink names as rejected are dead-lettered — and an aggregated
+  record is first taken apart and its lines sent as records of their own, so
+  one line's fault never costs another line.
+- Nothing accepted is sent again: what is left of a batch is kept as groups of
+  record indexes that only shrink, across every failure, including a failed
+  dead-letter write (retried with backoff, never by re-sending).
+- An aggregate that landed on another shard than predicted is checked
+  (:mod:`tailer.placement`) and its misplaced lines are sent again before the
+  batch counts as delivered.
+- Only the abort event (the drain timeout) stops it: ``Aborted``; the batch
+  stays unacknowledged and is shipped again after the restart.
 
 Runs in the worker threads; everything it touches is thread-safe.
 """
@@ -22,15 +34,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import Aborted, Permanent, RequestRejected, Retryable, ShipError, Throttled
+from .errors import (
+    Aborted,
+    CredentialsUnavailable,
+    Permanent,
+    RecordsRejected,
+    RequestRejected,
+    ShipError,
+    Throttled,
+    unexpected,
+)
 from .metrics import TailerMetrics
-from .packing import Batch
-from .sink import Record, Sink
+from .outstanding import Outstanding, OutstandingGroup
+from .packing import Batch, split_aggregate
+from .placement import PlacementCheck
+from .ratelog import RateLimitedLog
+from .sink import PutResult, Record, Sink
 
-__all__ = ["Backoff", "Delivery"]
+__all__ = ["PERMANENT_RETRY_SECONDS", "Backoff", "Delivery"]
 
 log = logging.getLogger(__name__)
 PERMANENT_RETRY_SECONDS = 30.0
+MAP_REFRESH_ATTEMPTS = 3  # then misplaced lines are sent again per key, which needs no shard map
 _THROTTLE_CODES = ("ProvisionedThroughputExceededException", "KMSThrottlingException")
 
 
@@ -44,31 +69,6 @@ class Backoff:
         return rng.uniform(0, min(self.max_seconds, self.base_seconds * (2 ** min(attempt, 30))))
 
 
-class _RateLimitedLog:
-    """One line per ``interval`` per key, with how many were suppressed; a 'recovered' line after."""
-
-    def __init__(self, interval_seconds: float = 10.0) -> None:
-        self._interval = interval_seconds
-        self._lock = threading.Lock()
-        self._state: dict[str, tuple[float, int]] = {}
-
-    def error(self, key: str, event: str, **fields) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last, suppressed = self._state.get(key, (float("-inf"), 0))
-            if now - last < self._interval:
-                self._state[key] = (last, suppressed + 1)
-                return
-            self._state[key] = (now, 0)
-        log.error(event, extra={**fields, "suppressed": suppressed})
-
-    def recovered(self, key: str, event: str) -> None:
-        with self._lock:
-            if self._state.pop(key, None) is None:
-                return
-        log.info(event, extra={"kind": key})
-
-
 class Delivery:
     def __init__(
         self,
@@ -78,73 +78,110 @@ class Delivery:
         backoff: Backoff,
         abort: threading.Event,
         reject: Callable[[Batch, Record, str], None],
+        permanent_retry_seconds: float = PERMANENT_RETRY_SECONDS,
         raise_permanent: bool = False,
+        placement: PlacementCheck | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``raise_permanent``: raise Permanent errors instead of retrying slowly (for replay)."""
-        self._raise_permanent = raise_permanent
+        """``reject`` stores a dead letter (may raise OSError: retried with backoff).
+        ``raise_permanent``: raise Permanent errors instead of retrying slowly (for replay).
+        ``clock`` and ``abort.wait`` are the only time sources (tests replace both)."""
+        self._clock = clock
         self._sink = sink
         self._metrics = metrics
         self._backoff = backoff
         self._abort = abort
         self._reject = reject
-        self._errors = _RateLimitedLog()
+        self._permanent_retry_seconds = permanent_retry_seconds
+        self._raise_permanent = raise_permanent
+        self._placement = placement
+        self._errors = RateLimitedLog(log)
 
     def deliver(self, batch: Batch) -> Batch:
-        """Return the batch once every record is in Kinesis (or dead-lettered)."""
-        self._send(batch, batch.records)
-        return batch
-
-    def _send(self, batch: Batch, records: list[Record]) -> None:
-        attempt = 0
-        while records:
+        """Return the batch once every record is in the stream (or dead-lettered)."""
+        work = Outstanding(batch, self._clock)
+        while work:
             if self._abort.is_set():
-                raise Aborted(f"gave up on {len(records)} records at the drain timeout")
-            started = time.perf_counter()
+                raise Aborted(f"gave up on {work.records_left()} records at the drain timeout")
+            group = work.next_due()
+            if group is None:
+                self._sleep(work.wait_seconds())
+                continue
             try:
-                result = self._sink.put_records(records)
-            except RequestRejected as exc:
+                result = self._put([batch.records[i] for i in group.indexes])
+            except RecordsRejected as exc:
                 self._metrics.failed_calls.labels("rejected").inc()
-                self._narrow_down(batch, records, exc)
-                return
-            except Permanent as exc:
-                if self._raise_permanent:
-                    raise
-                self._on_call_failure(exc, attempt)
-                attempt += 1
+                named = [group.indexes[k] for k in exc.indexes]
+                unnamed = set(group.indexes) - set(named)
+                work.keep(group, [i for i in group.indexes if i in unnamed])
+                for i in named:
+                    self._reject_record(batch, i, f"rejected by Kinesis: {exc}", work)
+                continue
+            except RequestRejected as exc:
+                if len(group.indexes) > 1 and work.splitting:  # perhaps too big for something on the way
+                    self._metrics.failed_calls.labels("split").inc()
+                    work.split(group)
+                    continue
+                work.splitting = False  # one record fails like the whole call: the call's fault, not the record's
+                self._call_failed(exc, group, work)
                 continue
             except ShipError as exc:
-                self._on_call_failure(exc, attempt)
-                attempt += 1
+                self._call_failed(exc, group, work)
                 continue
-            self._metrics.put_seconds.observe(time.perf_counter() - started)
-            self._metrics.put_calls.inc()
-            sent = len(records)
-            self._count_record_failures(result.failed)
-            records = [records[i] for i, _, _ in result.failed]  # only what failed is sent again
-            self._metrics.records_shipped.inc(sent - len(records))
-            if records:
-                self._sleep(self._backoff.delay(attempt))
-                attempt += 1
+            retry = self._settle(batch, group.indexes, result, work)
+            work.keep(group, retry)
+            if retry:
+                work.retry_in(group, self._backoff.delay(group.failures))
+            else:
+                group.failures = 0
         self._errors.recovered("call", "kinesis calls recovered")
+        return batch
 
-    def _on_call_failure(self, exc: ShipError, attempt: int) -> None:
+    def _put(self, records: list[Record]) -> PutResult:
+        started = time.perf_counter()
+        try:
+            result = self._sink.put_records(records)
+        except ShipError:
+            raise
+        except Exception as exc:  # a sink broke its contract: still a ShipError, still backed off
+            self._errors.error("sink-bug", "sink raised a foreign exception", exc_info=exc)
+            raise unexpected(exc) from exc
+        self._metrics.put_seconds.observe(time.perf_counter() - started)
+        self._metrics.put_calls.inc()
+        return result
+
+    def _settle(self, batch: Batch, group: list[int], result: PutResult, work: Outstanding) -> list[int]:
+        """Account for one answer; returns the indexes to send again."""
+        self._count_record_failures(result.failed)
+        self._metrics.records_shipped.inc(len(group) - len(result.failed) - len(result.rejected))
+        for k, code, message in result.rejected:
+            self._reject_record(batch, group[k], f"rejected by Kinesis: {code}: {message}", work)
+        if self._placement is not None and batch.predicted and result.placed:
+            self._check_placement(batch, group, result.placed, work)
+        return [group[k] for k, _, _ in result.failed]
+
+    def _call_failed(self, exc: ShipError, group: OutstandingGroup, work: Outstanding) -> None:
+        """Count, log (rate-limited) and schedule the group's next attempt: never at once."""
+        if isinstance(exc, Permanent) and self._raise_permanent:
+            raise exc
         if isinstance(exc, Throttled):
             self._metrics.throttles.inc()
             reason = "throttled"
-        elif isinstance(exc, Retryable):
-            reason = "unavailable"
-        else:
+        elif isinstance(exc, CredentialsUnavailable):
+            reason = "credentials"
+        elif isinstance(exc, Permanent):
             reason = "permanent"
+        else:
+            reason = "unavailable"
         self._metrics.failed_calls.labels(reason).inc()
         self._metrics.retries.inc()
         if isinstance(exc, Permanent):
-            self._errors.error("call", "kinesis refuses the stream; retrying slowly",
-                               error=str(exc), code=exc.code)
-            self._sleep(PERMANENT_RETRY_SECONDS)
+            self._errors.error("call", "kinesis refuses the stream; retrying slowly", error=str(exc), code=exc.code,
+                               retry_seconds=self._permanent_retry_seconds)
+            work.retry_in(group, self._permanent_retry_seconds)
         else:
-            self._errors.error("call", "kinesis call failed; retrying", error=str(exc), code=exc.code,
-                               reason=reason)
-            self._sleep(self._backoff.delay(attempt))
+            self._errors.error("call", "kinesis call failed; retrying", error=str(exc), code=exc.code, reason=reason)
+            work.retry_in(group, self._backoff.delay(group.failures))
 
     def _count_record_failures(self, failed: list[tuple[int, str, str]]) -> None:
         if not failed:
@@ -154,14 +191,48 @@ class Delivery:
         self._metrics.retries.inc(len(failed))
         self._metrics.record_failures.inc(len(failed))
 
-    def _narrow_down(self, batch: Batch, records: list[Record], exc: RequestRejected) -> None:
-        if len(records) == 1:
-            log.error("record rejected by kinesis; dead-lettered", extra={"error": str(exc)})
-            self._reject(batch, records[0], f"rejected by Kinesis: {exc}")
+    def _reject_record(self, batch: Batch, index: int, reason: str, work: Outstanding) -> None:
+        """Dead-letter one record the sink named; an aggregate of several lines is sent again line by line."""
+        record = batch.records[index]
+        parts = split_aggregate(record)
+        if parts:
+            log.warning("aggregated record rejected; sending its lines one by one",
+                        extra={"lines": len(parts), "error": reason})
+            work.append(parts)
             return
-        half = len(records) // 2
-        self._send(batch, records[:half])
-        self._send(batch, records[half:])
+        attempt = 0
+        while True:
+            try:
+                self._reject(batch, record, reason)
+                log.error("record rejected by kinesis; dead-lettered", extra={"error": reason})
+                self._errors.recovered("dead-letter", "dead-letter writes recovered")
+                return
+            except OSError as exc:  # a full or read-only disk: nothing is sent again meanwhile
+                self._metrics.spool_errors.labels("dead_letter").inc()
+                self._errors.error("dead-letter", "dead-letter write failed; retrying", error=str(exc),
+                                   errno=exc.errno)
+                self._sleep(self._backoff.delay(attempt))
+                attempt += 1
+
+    def _check_placement(self, batch: Batch, group: list[int], placed, work: Outstanding) -> None:
+        for k, landed in enumerate(placed):
+            predicted = batch.predicted.get(group[k])
+            if landed is None or predicted is None or landed == predicted:
+                continue
+            again = self._misplaced(batch.records[group[k]], landed)
+            self._metrics.misplaced.inc()
+            log.info("aggregate landed on another shard than predicted; sending its misplaced lines again",
+                     extra={"predicted": predicted, "landed": landed, "records": len(again)})
+            work.append([record for record, _ in again], [shard for _, shard in again])
+
+    def _misplaced(self, record: Record, landed: str) -> list[tuple[Record, str | None]]:
+        for attempt in range(MAP_REFRESH_ATTEMPTS):
+            try:
+                return self._placement.misplaced(record, landed)
+            except ShipError as exc:
+                self._errors.error("shard-map", "shard map refresh failed; retrying", error=str(exc))
+                self._sleep(self._backoff.delay(attempt))
+        return self._placement.per_key(record)  # needs no map: every line again, one key per aggregate
 
     def _sleep(self, seconds: float) -> None:
         if self._abort.wait(seconds):

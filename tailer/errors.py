@@ -1,33 +1,53 @@
-"""The tailer's error hierarchy, and the one place Kinesis failures are translated.
+"""The tailer's error hierarchy: what a failed sink call means for the lines in it.
 
     ShipError
-    ├── Retryable            retried with exponential backoff and full jitter, forever
-    │   ├── Throttled        ProvisionedThroughputExceeded, LimitExceeded, KMS throttling, HTTP 429
-    │   └── Unavailable      connection refused/reset, timeouts, HTTP 5xx, InternalFailure
-    ├── Permanent            cannot succeed as things stand: logged loudly, retried slowly
-    │   ├── StreamNotFound   ResourceNotFoundException (wrong name, or deleted)
-    │   ├── AccessDenied     AccessDenied, bad or expired credentials, KMS access
-    │   └── RequestRejected  ValidationException / InvalidArgument: this request itself is bad
-    └── Aborted              the drain timeout expired while a batch was still being retried
+    ├── Retryable                retried with exponential backoff and full jitter, forever
+    │   ├── Throttled            the service asks us to slow down (HTTP 429, throughput exceeded)
+    │   ├── Unavailable          network, timeouts, 5xx, unreadable answers, a bug in a sink
+    │   └── CredentialsUnavailable  the credential chain failed for now (STS, IMDS, SSO refresh)
+    ├── Permanent                cannot succeed as configured: logged loudly, retried every
+    │   │                        ``--permanent-retry`` (30 s), nothing dropped
+    │   ├── StreamNotFound       the destination does not exist (wrong name, or deleted)
+    │   ├── AccessDenied         denied, bad or missing credentials, KMS key unusable
+    │   ├── CallRefused          a 3xx or 4xx that does not come from the service, or that it does
+    │   │                        not explain (a proxy, load balancer, VPC endpoint, wrong URL)
+    │   ├── RequestInvalid       the service names a part of the call that is not a record
+    │   │                        (an invalid stream name): splitting the call cannot help
+    │   └── RequestRejected      the service refuses the call without naming a record (too big,
+    │                            too many records): the call is split; one record alone failing
+    │                            the same way is the call's fault, not the record's
+    ├── RecordsRejected          the service named these records as invalid: only they are
+    │                            dead-lettered, the others are sent again
+    └── Aborted                  the drain timeout expired while a batch was still being retried
 
-No error drops data: a batch stays unacknowledged (and its lines stay behind
-the checkpoint) until Kinesis accepts it, except RequestRejected, which is
-narrowed down to the single record at fault and dead-lettered.
+Only :class:`RecordsRejected` (and a per-record rejection inside a successful
+answer, see :class:`tailer.sink.PutResult`) ever dead-letters a line. Every
+other error leaves the batch unacknowledged — its lines stay behind the
+checkpoint — until the service accepts it. Sinks translate every exception of
+their client into one of these in one place (``tailer.kinesis_errors`` for
+Kinesis); :func:`unexpected` is the delivery's guard for a sink that breaks
+that contract.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AccessDenied",
     "Aborted",
+    "CallRefused",
+    "CredentialsUnavailable",
     "Permanent",
+    "RecordsRejected",
+    "RequestInvalid",
     "RequestRejected",
     "Retryable",
     "ShipError",
     "StreamNotFound",
     "Throttled",
     "Unavailable",
-    "map_kinesis_error",
+    "unexpected",
 ]
 
 
@@ -49,6 +69,10 @@ class Unavailable(Retryable):
     pass
 
 
+class CredentialsUnavailable(Retryable):
+    pass
+
+
 class Permanent(ShipError):
     pass
 
@@ -61,48 +85,36 @@ class AccessDenied(Permanent):
     pass
 
 
+class CallRefused(Permanent):
+    pass
+
+
+class RequestInvalid(Permanent):
+    pass
+
+
 class RequestRejected(Permanent):
     pass
+
+
+class RecordsRejected(ShipError):
+    """``indexes`` (into the records of the call) are the records the service named as invalid."""
+
+    def __init__(self, message: str, indexes: Sequence[int], *, code: str = "") -> None:
+        super().__init__(message, code=code)
+        self.indexes = sorted(set(indexes))
 
 
 class Aborted(ShipError):
     pass
 
 
-_THROTTLED = {
-    "ProvisionedThroughputExceededException",
-    "LimitExceededException",
-    "ThrottlingException",
-    "KMSThrottlingException",
-    "RequestLimitExceeded",
-}
-_NOT_FOUND = {"ResourceNotFoundException"}
-_DENIED = {
-    "AccessDeniedException",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "IncompleteSignature",
-    "MissingAuthenticationToken",
-    "KMSAccessDeniedException",
-    "KMSDisabledException",
-    "KMSInvalidStateException",
-    "KMSNotFoundException",
-    "KMSOptInRequired",
-}
-_REJECTED = {"ValidationException", "InvalidArgumentException", "SerializationException"}
-
-
-def map_kinesis_error(status: int, code: str, message: str) -> ShipError:
-    """Turn an HTTP status and a Kinesis error code into the matching ShipError."""
-    code = code.rsplit("#", 1)[-1]  # "com.amazonaws.kinesis.v20131202#ResourceNotFoundException"
-    text = f"{code or 'HTTP ' + str(status)}: {message}".strip()
-    if code in _THROTTLED or status == 429:
-        return Throttled(text, code=code)
-    if code in _NOT_FOUND:
-        return StreamNotFound(text, code=code)
-    if code in _DENIED or status in (401, 403):
-        return AccessDenied(text, code=code)
-    if code in _REJECTED or (400 <= status < 500 and status != 408):
-        return RequestRejected(text, code=code)
-    return Unavailable(text, code=code or f"HTTP{status}")
+def unexpected(exc: BaseException) -> ShipError:
+    """A sink let a foreign exception through (a bug): treat it as a retryable failure."""
+    try:
+        text = str(exc)
+    except Exception:  # its __str__ is broken too
+        text = "(no description)"
+    error = Unavailable(f"unexpected {type(exc).__name__} from the sink: {text}", code="Unexpected")
+    error.__cause__ = exc
+    return error

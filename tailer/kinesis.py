@@ -19,27 +19,21 @@ import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 
-from .errors import AccessDenied, ShipError, Unavailable, map_kinesis_error
+from .errors import AccessDenied, Unavailable
+from .kinesis_errors import (
+    classify_answer,
+    is_record_rejection,
+    parse_error_body,
+    translate_exception,
+)
 from .sink import PutResult, Record
 
-__all__ = ["KinesisSink", "map_client_error"]
+__all__ = ["KinesisSink"]
 
 _TARGET = "Kinesis_20131202.PutRecords"
 _JSON_11 = "application/x-amz-json-1.1"
 _b64 = base64.b64encode
-
-
-def map_client_error(exc: Exception) -> ShipError:
-    """Translate an exception from a boto3 client call (control plane)."""
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
-        return map_kinesis_error(status, err.get("Code", ""), err.get("Message", ""))
-    if isinstance(exc, NoCredentialsError):
-        return AccessDenied(f"no AWS credentials found: {exc}", code="NoCredentials")
-    return Unavailable(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
 
 
 class KinesisSink:
@@ -78,34 +72,57 @@ class KinesisSink:
         self._stream_json = orjson.dumps(stream)
 
     def put_records(self, records: Sequence[Record]) -> PutResult:
+        """One PutRecords call; every exception underneath leaves as a ShipError."""
         body = self._encode(records)
         request = AWSRequest(
             method="POST", url=self._url, data=body,
             headers={"Content-Type": _JSON_11, "X-Amz-Target": _TARGET},
         )
-        credentials = self._session.get_credentials()
-        if credentials is None:
-            raise AccessDenied("no AWS credentials found (env, profile, web identity, or instance role)",
-                               code="NoCredentials")
+        frozen = self._credentials()
         try:
-            SigV4Auth(credentials.get_frozen_credentials(), "kinesis", self._region).add_auth(request)
+            SigV4Auth(frozen, "kinesis", self._region).add_auth(request)
             response = self._http.send(request.prepare())
-        except (HTTPClientError, BotoCoreError, OSError) as exc:
-            raise Unavailable(f"{type(exc).__name__}: {exc}", code=type(exc).__name__) from exc
-        if response.status_code != 200:
-            raise self._error_from(response.status_code, response.content)
+            status, content = response.status_code, response.content
+            error_type = response.headers.get("x-amzn-ErrorType", "")
+        except Exception as exc:  # the one translation place: everything becomes a ShipError
+            raise translate_exception(exc) from exc
+        if status != 200:
+            code, message, from_kinesis = parse_error_body(content, error_type)
+            raise classify_answer(status, code, message, record_count=len(records), from_kinesis=from_kinesis)
+        return self._result(content, len(records))
+
+    def _credentials(self):
+        """Frozen credentials; refreshing ones (web identity, SSO, IMDS) may fail here, for a while."""
         try:
-            doc = orjson.loads(response.content)
+            credentials = self._session.get_credentials()
+            if credentials is None:
+                raise AccessDenied("no AWS credentials found (env, profile, web identity, or instance role)",
+                                   code="NoCredentials")
+            return credentials.get_frozen_credentials()
+        except Exception as exc:  # translated: see tailer.kinesis_errors
+            raise translate_exception(exc, credentials=True) from exc
+
+    @staticmethod
+    def _result(content: bytes, count: int) -> PutResult:
+        try:
+            doc = orjson.loads(content)
             failed_count = doc["FailedRecordCount"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise Unavailable(f"unreadable PutRecords response: {exc}", code="BadResponse") from exc
-        if not failed_count:
-            return PutResult()
-        entries = doc.get("Records") or []
-        return PutResult([
-            (i, e.get("ErrorCode", ""), e.get("ErrorMessage", ""))
-            for i, e in enumerate(entries) if e.get("ErrorCode")
-        ])
+            entries = doc["Records"]
+            if not isinstance(failed_count, int) or not isinstance(entries, list) or len(entries) != count:
+                raise TypeError("FailedRecordCount or Records do not match the records sent")
+            result = PutResult(placed=[None] * count)
+            for i, entry in enumerate(entries):
+                code = entry.get("ErrorCode")
+                if code:
+                    target = result.rejected if is_record_rejection(code) else result.failed
+                    target.append((i, str(code), str(entry.get("ErrorMessage") or "")))
+                elif isinstance(entry.get("SequenceNumber"), str):
+                    result.placed[i] = entry.get("ShardId")
+                else:  # neither failed nor given a sequence number: not a Kinesis answer; send it again
+                    result.failed.append((i, "BadResponse", "no SequenceNumber and no ErrorCode"))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise Unavailable(f"unreadable PutRecords answer: {exc}", code="BadResponse") from exc
+        return result
 
     def _encode(self, records: Sequence[Record]) -> bytes:
         parts = []
@@ -117,17 +134,6 @@ class KinesisSink:
                 append(b'{"Data":"%s","PartitionKey":%s,"ExplicitHashKey":"%s"}'
                        % (_b64(data), orjson.dumps(key), hash_key.encode()))
         return b'{"StreamName":%s,"Records":[%s]}' % (self._stream_json, b",".join(parts))
-
-    @staticmethod
-    def _error_from(status: int, content: bytes) -> ShipError:
-        code, message = "", content[:300].decode("utf-8", "replace")
-        try:
-            doc = orjson.loads(content)
-            code = doc.get("__type", "") or doc.get("code", "")
-            message = doc.get("message") or doc.get("Message") or message
-        except (orjson.JSONDecodeError, AttributeError):
-            pass
-        return map_kinesis_error(status, code, message)
 
     # -- control plane (ordinary boto3 calls) ----------------------------------------------
 
@@ -141,8 +147,8 @@ class KinesisSink:
                 token = page.get("NextToken")
                 if not token:
                     return shards
-        except (ClientError, BotoCoreError) as exc:
-            raise map_client_error(exc) from exc
+        except Exception as exc:  # translated in one place
+            raise translate_exception(exc) from exc
 
     def close(self) -> None:
         self.client.close()

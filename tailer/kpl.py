@@ -52,7 +52,10 @@ class Aggregate:
     """One aggregated record being filled. Not thread-safe.
 
     ``add`` returns False (and adds nothing) when the line would not fit in
-    ``max_bytes`` (the whole Kinesis record: magic, protobuf, digest and key).
+    ``max_bytes``: the whole Kinesis record — magic, protobuf, digest — plus the
+    UTF-8 bytes of the partition key it is sent under (Kinesis counts the key's
+    bytes toward the 1 MiB record limit). The first line is always taken; the
+    caller checks that one against the record limit itself.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -63,10 +66,11 @@ class Aggregate:
         self.size = _OVERHEAD
         self.count = 0
         self.first_key: str | None = None
+        self.first_key_bytes = 0
 
     def add(self, data: bytes, key: str) -> bool:
         index = self._keys.get(key)
-        new_key = b""
+        new_key = encoded = b""
         if index is None:
             encoded = key.encode()
             new_key = b"\x0a" + varint(len(encoded)) + encoded
@@ -75,23 +79,29 @@ class Aggregate:
         inner = b"\x08" + varint(index) + b"\x1a" + varint(n)
         inner_len = len(inner) + n
         grow = 1 + len(varint(inner_len)) + inner_len + len(new_key)
-        key_bytes = len(self.first_key or key)  # the record's partition key counts toward 1 MiB
-        if self.count and self.size + grow + key_bytes > self.max_bytes:
+        if self.count and self.size + grow + self.first_key_bytes > self.max_bytes:
             return False
         if new_key:
             self._keys[key] = index
             self._key_parts.append(new_key)
             if self.first_key is None:
                 self.first_key = key
+                self.first_key_bytes = len(encoded)
         self._parts.append(b"\x1a" + varint(inner_len) + inner)
         self._parts.append(data)
         self.size += grow
         self.count += 1
         return True
 
+    @property
+    def record_bytes(self) -> int:
+        """What Kinesis counts toward its record limit: the record plus its partition key."""
+        return self.size + self.first_key_bytes
+
     def room_for(self, key: str) -> int:
         """Bytes still free for records under ``key`` (already in the key table)."""
-        return self.max_bytes - len((self.first_key or key).encode()) - self.size
+        key_bytes = self.first_key_bytes if self.first_key is not None else len(key.encode())
+        return self.max_bytes - key_bytes - self.size
 
     def extend_encoded(self, headers: list[bytes], lines: list[bytes], grow: int) -> None:
         """Append lines whose record headers (for key index 0) were built in bulk by ``headers_for``."""

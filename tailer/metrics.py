@@ -34,6 +34,12 @@ class TailerMetrics:
                                     ["reason"], registry=r)
         self.dead_letters = Counter("spoolship_tailer_dead_letters", "Lines moved to dead-letter/",
                                     ["reason"], registry=r)
+        self.misplaced = Counter("spoolship_tailer_misplaced_aggregates",
+                                 "Aggregates that landed on another shard than predicted (a reshard); stray lines sent again", registry=r)
+        self.spool_errors = Counter("spoolship_tailer_spool_errors", "Spool operations that failed (retried)",
+                                    ["operation"], registry=r)
+        self.segments_shrunk = Counter("spoolship_tailer_segments_shrunk",
+                                       "Segments found shorter than already read (shipped again from 0)", registry=r)
         self.segments_deleted = Counter("spoolship_tailer_segments_deleted", "Segments deleted or archived", registry=r)
         self.checkpoints = Counter("spoolship_tailer_checkpoints", "Checkpoint writes", registry=r)
         self.bytes_behind = Gauge("spoolship_tailer_spool_bytes_behind", "Spool bytes not yet acknowledged", registry=r)

@@ -7,9 +7,11 @@ knows how many lines of each span it carries, so acknowledging a batch can
 release its spans — also when aggregation mixes lines of many spans.
 
 Limits (PutRecords): ≤ 500 records and ≤ 5 MiB per call counting data and
-partition keys; ≤ 1 MiB per record (data + key). Batches are cut at
-``max_batch_bytes`` (≤ 5 MiB) to bound the memory of calls in flight. Not thread-safe: the
-shipper's loop owns the packers.
+partition keys (their UTF-8 bytes); ≤ 1 MiB per record (data + key). Batches
+are cut at ``max_batch_bytes`` (≤ 5 MiB) to bound the memory of calls in
+flight, and the aggregates being filled hold at most ``max_open_bytes``
+together (the largest are closed first), so memory does not grow with the
+number of partition keys. Not thread-safe: the shipper's loop owns the packers.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import add
 
-from .kpl import Aggregate, headers_for
+from .kpl import Aggregate, deaggregate, headers_for, is_aggregated
 from .partition import KeyFunction, RandomKeys
 from .shardmap import ShardMap
 from .sink import Record
@@ -30,19 +32,24 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_RECORD_BYTES",
     "MAX_RECORDS",
+    "OPEN_AGGREGATES_MAX_BYTES",
     "AggregatingPacker",
     "Batch",
     "PlainPacker",
     "Span",
+    "split_aggregate",
 ]
 
 MAX_RECORDS = 500
 MAX_BATCH_BYTES = 5 * 1024 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
-# Aggregates being filled at once (one per shard; per key while the shard map is unknown).
+# Aggregates being filled at once (one per shard; per key while the shard map is unknown)...
 MAX_OPEN_AGGREGATES = 4096
+# ... and their bytes together, whatever the number of keys and --aggregate-max-bytes.
+OPEN_AGGREGATES_MAX_BYTES = 4 * 1024 * 1024
 
-# Called for a line that can never be shipped: (span, line, reason).
+# Called for a line that can never be shipped: (span, line, reason). The callee owns the line from
+# then on: it releases it from its span (``span.pending -= 1``) once the line is safely stored.
 DeadLetter = Callable[["Span", bytes, str], None]
 
 
@@ -58,11 +65,15 @@ class Span:
 
 @dataclass(eq=False)
 class Batch:
+    """Records for one call, the lines they carry per span, and (for per-shard aggregates, by
+    record index) the shard each record is predicted to land on."""
+
     records: list[Record] = field(default_factory=list)
     nbytes: int = 0
     lines: int = 0
     spans: dict[Span, int] = field(default_factory=dict)
     seq: int = 0
+    predicted: dict[int, str] = field(default_factory=dict)
 
     def add_span_lines(self, span: Span, lines: int) -> None:
         if lines:
@@ -90,19 +101,20 @@ class _PackerBase:
             self._full.append(self._batch)
         self._batch = Batch()
 
-    def _add_record(self, record: Record, size: int, spans: dict[Span, int]) -> None:
+    def _add_record(self, record: Record, size: int, spans: dict[Span, int], predicted: str | None = None) -> None:
         batch = self._batch
         if batch.records and (len(batch.records) >= MAX_RECORDS or batch.nbytes + size > self.max_batch_bytes):
             self._new_batch()
             batch = self._batch
+        if predicted is not None:
+            batch.predicted[len(batch.records)] = predicted
         batch.records.append(record)
         batch.nbytes += size
         for span, lines in spans.items():
             batch.add_span_lines(span, lines)
 
     def _reject(self, span: Span, line: bytes, reason: str) -> None:
-        self._dead_letter(span, line, reason)
-        span.pending -= 1
+        self._dead_letter(span, line, reason)  # the callee releases the line from its span
 
     def take_full(self) -> list[Batch]:
         """Batches that reached a limit and are ready to send."""
@@ -131,7 +143,7 @@ class PlainPacker(_PackerBase):
             key = key_fn(line)
             size = len(line) + len(key.encode())
             if size > MAX_RECORD_BYTES:
-                self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB Kinesis record limit")
+                self._reject(span, line, f"line of {len(line)} bytes (with its key) exceeds the 1 MiB record limit")
                 continue
             if records and (len(records) >= MAX_RECORDS or nbytes + size > max_batch_bytes):
                 batch.nbytes = nbytes
@@ -178,8 +190,10 @@ class AggregatingPacker(_PackerBase):
         shard_map: ShardMap | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_open_bytes: int = OPEN_AGGREGATES_MAX_BYTES,
     ) -> None:
         super().__init__(dead_letter, clock, max_batch_bytes)
+        self.max_open_bytes = max_open_bytes
         self._per_line_keys = not isinstance(key_fn, RandomKeys)
         if self._per_line_keys and shard_map is None:
             raise ValueError("per-line partition keys with --aggregate need a shard map")
@@ -195,9 +209,22 @@ class AggregatingPacker(_PackerBase):
             self._pack_per_line_keys(span, lines)
         else:
             self._pack_random_key(span, lines)
-        if len(self._open) > MAX_OPEN_AGGREGATES:
-            for slot in list(self._open):
-                self._close(slot)
+        self._bound_open_aggregates()
+
+    def open_bytes(self) -> int:
+        return sum(current.aggregate.size for current in self._open.values())
+
+    def _bound_open_aggregates(self) -> None:
+        """Past the count or byte budget, close the largest aggregates until half of it is left."""
+        total = self.open_bytes()
+        if len(self._open) <= MAX_OPEN_AGGREGATES and total <= self.max_open_bytes:
+            return
+        by_size = sorted(self._open, key=lambda slot: self._open[slot].aggregate.size, reverse=True)
+        for slot in by_size:
+            if len(self._open) <= MAX_OPEN_AGGREGATES // 2 and total <= self.max_open_bytes // 2:
+                break
+            total -= self._open[slot].aggregate.size
+            self._close(slot)
 
     def _pack_random_key(self, span: Span, lines: list[bytes]) -> None:
         """One key per aggregate: headers for the whole chunk at once, aggregates cut by size."""
@@ -213,7 +240,7 @@ class AggregatingPacker(_PackerBase):
             taken = 0
             if aggregate.count == 0:  # the first line also puts the key in the key table
                 aggregate.add(lines[i], current.key)
-                if aggregate.size + len(current.key) > MAX_RECORD_BYTES:
+                if aggregate.record_bytes > MAX_RECORD_BYTES:
                     del self._open[""]
                     self._reject(span, lines[i], f"line of {lengths[i]} bytes exceeds the 1 MiB record limit")
                     i += 1
@@ -245,7 +272,7 @@ class AggregatingPacker(_PackerBase):
                 self._close(slot)
                 current = self._open[slot] = _OpenAggregate(self._max_bytes, key)
                 current.aggregate.add(line, key)
-            if current.aggregate.size + len(key) > MAX_RECORD_BYTES:
+            if current.aggregate.record_bytes > MAX_RECORD_BYTES:  # a lone line over the limit
                 del self._open[slot]
                 self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB record limit")
                 continue
@@ -257,7 +284,9 @@ class AggregatingPacker(_PackerBase):
             return
         key = current.aggregate.first_key
         data = current.aggregate.to_bytes()
-        self._add_record((data, key, None), len(data) + len(key.encode()), current.spans)
+        # Only an aggregate of lines grouped by shard (many keys) can land where some of its keys do not belong.
+        predicted = None if slot == "" or slot.startswith("key:") else slot
+        self._add_record((data, key, None), len(data) + current.aggregate.first_key_bytes, current.spans, predicted)
 
     def flush(self) -> list[Batch]:
         for slot in list(self._open):
@@ -265,3 +294,11 @@ class AggregatingPacker(_PackerBase):
         self._new_batch()
         self.pending_since = None
         return self.take_full()
+
+
+def split_aggregate(record: Record) -> list[Record] | None:
+    """An aggregated record of several lines as one plain record per line (under its own key), or None."""
+    if not is_aggregated(record[0]):
+        return None
+    parts = [(data, key, None) for key, data in deaggregate(record[0])]
+    return parts if len(parts) > 1 else None

@@ -4,8 +4,11 @@
   (Kinesis MD5-hashes keys, so consecutive keys land uniformly), cheaper than
   fresh randomness per line.
 - ``field:a.b`` keeps per-key ordering: the value at that path in the event
-  (strings as they are, other values as compact JSON, cut to 256 characters);
-  events without it get a random key and are counted.
+  (strings as they are, other values as compact JSON); events without it (or
+  with an empty one) get a random key and are counted. Kinesis limits a key to
+  256 *UTF-16 code units* (what AWS calls characters, and what kinesalite
+  checks): longer keys are cut to that, never inside a surrogate pair, so
+  an emoji counts twice and is never split.
 - ``hash`` is deterministic from the line: the same event always goes to the
   same shard, which makes replays and dedupe-by-shard predictable.
 """
@@ -19,10 +22,23 @@ from collections.abc import Callable
 
 import orjson
 
-__all__ = ["KeyFunction", "make_key_function", "parse_partition_key"]
+__all__ = ["MAX_KEY_UNITS", "KeyFunction", "make_key_function", "parse_partition_key", "truncate_key"]
 
-MAX_KEY_CHARS = 256
+MAX_KEY_UNITS = 256  # UTF-16 code units
+_BMP_END = 0xFFFF
 KeyFunction = Callable[[bytes], str]
+
+
+def truncate_key(text: str, max_units: int = MAX_KEY_UNITS) -> str:
+    """The longest prefix of ``text`` of at most ``max_units`` UTF-16 code units, whole characters only."""
+    if len(text) * 2 <= max_units:  # fast path: even all-astral text fits
+        return text
+    units = 0
+    for i, char in enumerate(text):
+        units += 2 if ord(char) > _BMP_END else 1
+        if units > max_units:
+            return text[:i]
+    return text
 
 
 def parse_partition_key(spec: str) -> tuple[str, tuple[str, ...]]:
@@ -66,7 +82,10 @@ class FieldKeys:
             self.missing += 1
             return self._fallback()
         text = value if isinstance(value, str) else orjson.dumps(value).decode()
-        return text[:MAX_KEY_CHARS] if text else self._fallback()
+        if not text:
+            self.missing += 1
+            return self._fallback()
+        return truncate_key(text)
 
 
 def make_key_function(spec: str) -> KeyFunction:

@@ -3,7 +3,10 @@
 Invariant: ``acked`` only moves over a contiguous prefix of spans whose every
 line was acknowledged (or dead-lettered); ``acked <= read <= size``. Batches may
 complete in any order; a later span finishing first just waits in ``spans``.
-Not thread-safe: the shipper's loop owns it.
+If the file ever shrinks below ``read``, :meth:`restart` ships it again from
+byte 0 (spans still in flight then belong to no progress and are ignored).
+Not thread-safe: the shipper's loop owns it; the loop opens and reads its file
+through :mod:`tailer.spoolio`.
 """
 
 from __future__ import annotations
@@ -36,21 +39,15 @@ class SegmentProgress:
     def is_final(self) -> bool:
         return self.segment.state is SegmentState.SEALED
 
-    def open_fd(self) -> int:
-        if self.fd < 0:
-            self.fd = os.open(self.segment.path, os.O_RDONLY | os.O_CLOEXEC)
-        return self.fd
-
     def close_fd(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
-    def current_size(self) -> int:
-        """The size now (the listing may be stale for an active segment)."""
-        if self.fd >= 0:
-            return os.fstat(self.fd).st_size
-        return self.segment.size
+    def restart(self) -> None:
+        """Forget every span: ship the segment again from its first byte."""
+        self.spans.clear()
+        self.acked = self.read = 0
 
     def new_span(self, start: int, end: int, lines: int) -> Span:
         span = Span(self.segment_id, start, end, lines)
@@ -68,5 +65,5 @@ class SegmentProgress:
         return moved
 
     def is_done(self) -> bool:
-        """Sealed, read to the end and every byte acknowledged: may be deleted."""
+        """Sealed, read to the end and every byte acknowledged: may be deleted (once checkpointed)."""
         return self.is_final and not self.spans and self.acked == self.read == self.segment.size

@@ -2,8 +2,13 @@
 
 Files are read in bounded chunks (gzip streamed), never modified, and never held
 whole in memory. A torn last line is reported, not sent; a line over the record
-limit is reported and skipped. ``dry_run`` parses every line as JSON and counts
-what would be sent without contacting Kinesis.
+limit is reported and skipped — all of it, up to its newline (a line longer than
+the read window is discarded to its end, never shipped in pieces). Offsets in the
+report are byte offsets of the file's (uncompressed) content. ``--rate`` paces
+events one small slice at a time (a twentieth of a second's worth) and sends what
+is packed at least every quarter second, so a second never carries more than
+about ``rate`` events. ``dry_run`` parses every line as JSON and counts what
+would be sent without contacting Kinesis.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from .delivery import Backoff, Delivery
 from .metrics import TailerMetrics
 from .packing import AggregatingPacker, Batch, PlainPacker, Span
 from .partition import make_key_function
+from .placement import PlacementCheck
 from .shardmap import ShardMap
 from .sink import Record, Sink
 
@@ -32,6 +38,8 @@ __all__ = ["ReplayOptions", "ReplaySummary", "Replayer", "check_readable"]
 _LINE = re.compile(rb"[^\n]*\n")
 _BLOCK_BYTES = 1024 * 1024
 _MAX_CARRY = 2 * 1024 * 1024
+_PACE_SLICE_SECONDS = 0.05
+_RATE_LINGER_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -99,8 +107,12 @@ class Replayer:
         self._abort = threading.Event()
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        per_key = options.aggregate and options.partition_key != "random"
+        self._shard_map = ShardMap(sink.list_shards if sink is not None else list) if per_key else None
+        placement = PlacementCheck(self._shard_map, options.aggregate_max_bytes) if per_key and sink else None
         self._delivery = None if sink is None else Delivery(
-            sink, self._metrics, backoff=Backoff(), abort=self._abort, reject=self._rejected, raise_permanent=True)
+            sink, self._metrics, backoff=Backoff(), abort=self._abort, reject=self._rejected, raise_permanent=True,
+            placement=placement)
 
     def run(self, paths: list[Path]) -> ReplaySummary:
         self._started = started = time.monotonic()
@@ -111,14 +123,18 @@ class Replayer:
             for path in paths:
                 self.summary.files += 1
                 for span, lines in self._read(path):
-                    self._pace()
-                    self.summary.events += len(lines)
-                    self.summary.bytes += sum(map(len, lines))
-                    if self._options.dry_run:
-                        self._validate(lines)
-                        continue
-                    packer.pack(span, lines)
-                    self._submit(packer.take_full(), pool, inflight)
+                    for part in self._slices(lines):
+                        self._pace()
+                        self.summary.events += len(part)
+                        self.summary.bytes += sum(map(len, part))
+                        if self._options.dry_run:
+                            self._validate(part)
+                            continue
+                        packer.pack(span, part)
+                        self._submit(packer.take_full(), pool, inflight)
+                        if self._options.rate and packer.pending_since is not None \
+                                and time.monotonic() - packer.pending_since >= _RATE_LINGER_SECONDS:
+                            self._submit(packer.flush(), pool, inflight)
             if not self._options.dry_run:
                 self._submit(packer.flush(), pool, inflight)
                 self._wait_all(inflight)
@@ -131,46 +147,65 @@ class Replayer:
         self.summary.elapsed_seconds = round(time.monotonic() - started, 3)
         return self.summary
 
+    def _slices(self, lines: list[bytes]) -> Iterator[list[bytes]]:
+        """Without --rate, the whole chunk; with it, a twentieth of a second's worth at a time."""
+        rate = self._options.rate
+        if not rate:
+            yield lines
+            return
+        size = max(1, int(rate * _PACE_SLICE_SECONDS))
+        for start in range(0, len(lines), size):
+            yield lines[start:start + size]
+
     def _make_packer(self):
         options = self._options
         key_fn = make_key_function(options.partition_key)
         if not options.aggregate:
             return PlainPacker(key_fn, self._too_large, max_batch_bytes=options.max_batch_bytes)
-        shard_map = None
-        if options.partition_key != "random":
-            shard_map = ShardMap(self._sink.list_shards if self._sink is not None else list)
         return AggregatingPacker(key_fn, self._too_large, max_bytes=options.aggregate_max_bytes,
-                                 shard_map=shard_map, max_batch_bytes=options.max_batch_bytes)
+                                 shard_map=self._shard_map, max_batch_bytes=options.max_batch_bytes)
 
     def _read(self, path: Path) -> Iterator[tuple[Span, list[bytes]]]:
+        """(span, complete lines) of the file, from --from-offset; offsets are of the content."""
         raw, stream = _open(path)
         with raw:
-            skip = self._options.from_offset
-            if skip:
-                self._skip(stream, skip, path)
+            offset = self._options.from_offset
+            if offset:
+                offset += self._skip(stream, offset, path)
             carry = b""
-            offset = skip
+            dropping = False  # inside a line longer than the window: discarded up to its newline
             while True:
                 block = stream.read(_BLOCK_BYTES)
                 self._progress(raw.tell(), self.summary.events)
                 if not block:
                     break
+                if dropping:
+                    newline = block.find(b"\n")
+                    if newline < 0:
+                        offset += len(block)
+                        continue
+                    offset += newline + 1
+                    block = block[newline + 1:]
+                    dropping = False
                 data = carry + block
                 cut = data.rfind(b"\n") + 1
-                if cut == 0 and len(data) > _MAX_CARRY:
-                    self.summary.too_large += 1
-                    carry = b""  # an endless line: dropped and reported
-                    continue
                 carry = data[cut:]
                 lines = _LINE.findall(data[:cut])
                 if lines:
                     yield Span(path.name, offset, offset + cut, len(lines)), lines
                 offset += cut
+                if len(carry) > _MAX_CARRY:  # an endless line: dropped whole and reported
+                    self.summary.too_large += 1
+                    offset += len(carry)
+                    carry = b""
+                    dropping = True
             if carry:
                 self.summary.torn.append(f"{path}: {len(carry)} bytes at offset {offset} without a newline")
 
-    def _skip(self, stream, skip: int, path: Path) -> None:
-        """Skip exactly ``skip`` bytes; if that lands inside a line, skip to the next one and say so."""
+    def _skip(self, stream, skip: int, path: Path) -> int:
+        """Skip exactly ``skip`` bytes; if that lands inside a line, skip to the next one and say so.
+
+        Returns how many bytes past ``skip`` the first whole line starts."""
         left = skip - 1
         while left:
             block = stream.read(min(left, _BLOCK_BYTES))
@@ -180,8 +215,15 @@ class Replayer:
         last = stream.read(1)
         if not last:
             raise ValueError(f"{path}: --from-offset {skip} is past the end of the file")
-        if last != b"\n":
-            self.summary.skipped_head_bytes += len(stream.readline())
+        skipped = 0
+        while last != b"\n":  # the rest of that line, in bounded pieces
+            piece = stream.readline(_BLOCK_BYTES)
+            if not piece:
+                break
+            skipped += len(piece)
+            last = piece[-1:]
+        self.summary.skipped_head_bytes += skipped
+        return skipped
 
     def _validate(self, lines: list[bytes]) -> None:
         for line in lines:
@@ -192,6 +234,7 @@ class Replayer:
 
     def _too_large(self, span: Span, line: bytes, reason: str) -> None:
         self.summary.too_large += 1
+        span.pending -= 1
 
     def _pace(self) -> None:
         rate = self._options.rate

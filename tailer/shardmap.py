@@ -4,8 +4,13 @@ The KCL drops sub-records whose own partition key hashes outside the shard the
 aggregated record arrived on. With ``--aggregate`` and per-record keys
 (``field:`` or ``hash``), lines are therefore grouped by the shard their key
 hashes to (MD5, as Kinesis does), and each aggregate is sent with the first
-sub-record's key, which lands it on that same shard. The map is re-read
-periodically, so resharding is picked up.
+sub-record's key, which lands it on that same shard — while the map is right.
+It is re-read every minute, and at once (at most once a second) when a
+delivery sees a record land on another shard than predicted (see
+:mod:`tailer.placement`).
+
+Thread-safe: the loop reads it while delivery threads may refresh it; each
+refresh swaps one immutable table.
 """
 
 from __future__ import annotations
@@ -13,46 +18,88 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 
 from .errors import ShipError
 
-__all__ = ["ShardMap"]
+__all__ = ["ShardMap", "hash_key"]
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 60.0
 RETRY_SECONDS = 5.0
+MISMATCH_REFRESH_SECONDS = 1.0
+
+
+def hash_key(key: str) -> int:
+    """The 128-bit hash Kinesis places a partition key by."""
+    return int.from_bytes(hashlib.md5(key.encode(), usedforsecurity=False).digest(), "big")
+
+
+class _Table:
+    __slots__ = ("ids", "ranges", "starts")
+
+    def __init__(self, shards: list[dict]) -> None:
+        self.ranges = {s["ShardId"]: (int(s["HashKeyRange"]["StartingHashKey"]),
+                                      int(s["HashKeyRange"]["EndingHashKey"])) for s in shards}
+        open_shards = sorted((self.ranges[s["ShardId"]][0], s["ShardId"]) for s in shards
+                             if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {}))
+        self.starts = [start for start, _ in open_shards]
+        self.ids = [shard for _, shard in open_shards]
 
 
 class ShardMap:
     def __init__(self, list_shards: Callable[[], list[dict]], clock: Callable[[], float] = time.monotonic) -> None:
         self._list_shards = list_shards
         self._clock = clock
-        self._starts: list[int] = []
-        self._ids: list[str] = []
+        self._table = _Table([])
         self._loaded_at = float("-inf")
+        self._refreshing = threading.Lock()
+        self.refreshes = 0
 
     def refresh(self) -> None:
-        open_shards = [s for s in self._list_shards() if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {})]
-        ranges = sorted((int(s["HashKeyRange"]["StartingHashKey"]), s["ShardId"]) for s in open_shards)
-        if ranges:
-            self._starts = [start for start, _ in ranges]
-            self._ids = [shard for _, shard in ranges]
+        """Re-read the shards now; raises ShipError if ListShards fails (the old map stays)."""
+        with self._refreshing:
+            self._load()
+
+    def _load(self) -> None:
+        table = _Table(self._list_shards())
+        if table.ids:
+            self._table = table
         self._loaded_at = self._clock()
+        self.refreshes += 1
 
     def maybe_refresh(self) -> None:
+        """The loop's periodic refresh; a failure is logged and retried in a few seconds."""
         if self._clock() - self._loaded_at < REFRESH_SECONDS:
             return
+        if not self._refreshing.acquire(blocking=False):
+            return  # a delivery is refreshing it right now: the loop does not wait for ListShards
         try:
-            self.refresh()
+            self._load()
         except ShipError as exc:
             self._loaded_at = self._clock() - REFRESH_SECONDS + RETRY_SECONDS
             log.error("shard map not loaded; aggregating per key until it is", extra={"error": str(exc)})
+        finally:
+            self._refreshing.release()
+
+    def refresh_after_mismatch(self) -> None:
+        """A record landed elsewhere than predicted: refresh unless that was just done; may raise ShipError."""
+        with self._refreshing:  # several deliveries may notice at once: one ListShards serves them all
+            if self._clock() - self._loaded_at >= MISMATCH_REFRESH_SECONDS:
+                self._load()
 
     def shard_for(self, key: str) -> str | None:
-        """The shard ``key`` hashes to, or ``None`` while the map is unknown."""
-        if not self._ids:
+        """The open shard ``key`` hashes to, or ``None`` while the map is unknown."""
+        table = self._table
+        if not table.ids:
             return None
-        hashed = int.from_bytes(hashlib.md5(key.encode(), usedforsecurity=False).digest(), "big")
-        return self._ids[bisect.bisect_right(self._starts, hashed) - 1]
+        return table.ids[bisect.bisect_right(table.starts, hash_key(key)) - 1]
+
+    def owns(self, shard_id: str, key: str) -> bool | None:
+        """Does ``shard_id`` (open or closed) cover ``key``'s hash? ``None`` if the shard is unknown."""
+        bounds = self._table.ranges.get(shard_id)
+        if bounds is None:
+            return None
+        return bounds[0] <= hash_key(key) <= bounds[1]

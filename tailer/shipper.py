@@ -1,16 +1,17 @@
-"""The shipper: follow the spool, batch lines to Kinesis, checkpoint, delete what is done.
+"""The shipper: follow the spool, batch lines to the sink, checkpoint, delete what is done.
 
 Three layers, as in Litestream: :meth:`Shipper.run` (timing, wake-ups) →
 :meth:`Shipper.ship_once` (one bounded step: collect acknowledgements, rescan,
-read and pack, submit, checkpoint) → the per-segment reads and the deliveries.
+read and pack, submit, checkpoint, delete) → the per-segment reads and the
+deliveries. Segments, the checkpoint and deletion are :mod:`tailer.tracker`'s.
 
 Invariants:
-- Memory is bounded by ``concurrency`` batches in flight, as many waiting, and
-  the batches of one read chunk (``read_bytes``): never by the backlog on disk.
-- The checkpoint only covers lines Kinesis acknowledged (or dead letters), over
-  a contiguous prefix per segment; it is written atomically.
-- A segment is deleted (or archived) only when it is sealed and the checkpoint
-  *on disk* says every byte of it is acknowledged.
+- Memory is bounded by ``concurrency`` batches in flight, as many waiting, the
+  batches of one read chunk (``read_bytes``) and the open aggregates (at most
+  ``OPEN_AGGREGATES_MAX_BYTES``): never by the backlog on disk or the number of keys.
+- No I/O error stops the loop (:mod:`tailer.spoolio`): the failing operation is
+  logged, counted and retried after a backoff while everything else goes on; a
+  line whose dead letter cannot be written yet stays unacknowledged.
 
 Not thread-safe: one loop thread owns all state; deliveries run in a thread pool
 and hand back their batch through a future.
@@ -18,7 +19,6 @@ and hand back their batch through a future.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -26,27 +26,19 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from spooler import (
-    CheckpointStore,
-    SegmentState,
-    archive_segment,
-    list_segments,
-    prune_archive,
-    read_lines,
-    read_range,
-    seal_orphan,
-    write_dead_letter,
-)
-
 from .config import TailerConfig
+from .deadletters import DeadLetters
 from .delivery import Backoff, Delivery
 from .errors import Aborted
 from .metrics import TailerMetrics
-from .packing import AggregatingPacker, Batch, PlainPacker, Span
+from .packing import AggregatingPacker, Batch, PlainPacker
 from .partition import make_key_function
+from .placement import PlacementCheck
 from .progress import SegmentProgress
 from .shardmap import ShardMap
-from .sink import Record, Sink
+from .sink import Sink
+from .spoolio import FAILED, GuardedSpool, SpoolOps
+from .tracker import SegmentTracker
 
 __all__ = ["Shipper"]
 
@@ -54,40 +46,45 @@ log = logging.getLogger(__name__)
 _LINE = re.compile(rb"[^\n]*\n")
 IDLE_MIN_SECONDS = 0.001
 IDLE_MAX_SECONDS = 0.25
-ARCHIVE_PRUNE_SECONDS = 60.0
 
 
 class Shipper:
     def __init__(self, config: TailerConfig, sink: Sink, metrics: TailerMetrics | None = None,
-                 shard_map: ShardMap | None = None) -> None:
+                 shard_map: ShardMap | None = None, ops: SpoolOps | None = None) -> None:
         self.config = config
         self.metrics = metrics or TailerMetrics()
         self._dir = config.spool_dir
-        self._store = CheckpointStore(self._dir)  # raises CheckpointLocked for a second tailer
-        self._progress: dict[str, SegmentProgress] = {}
-        self._packer = self._make_packer(sink, shard_map)
+        self._ops = ops or SpoolOps()
+        self._io = GuardedSpool(self._ops, self.metrics, max_backoff_seconds=config.max_backoff_seconds)
+        self._tracker = SegmentTracker(config, self.metrics, self._io)
+        self._dead = DeadLetters(self._dir, self._io, self.metrics, max_queued_bytes=config.read_bytes,
+                                 released=self._tracker.advance)
+        self._packer, placement = self._make_packer(sink, shard_map)
         self._ready: deque[Batch] = deque()
         self._inflight: dict[Future, Batch] = {}
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="put-records")
         self._wake = threading.Event()
         self._abort = threading.Event()
         self._delivery = Delivery(sink, self.metrics, backoff=Backoff(max_seconds=config.max_backoff_seconds),
-                                  abort=self._abort, reject=self._dead_letter_record)
+                                  abort=self._abort, reject=self._dead.record,
+                                  permanent_retry_seconds=config.permanent_retry_seconds, placement=placement)
         self._rescan_requested = True
         self._last_scan = float("-inf")
-        self._last_checkpoint = time.monotonic()
-        self._last_prune = float("-inf")
-        self._dirty = False
         self._idle_seconds = IDLE_MIN_SECONDS
+        self._closed = False
 
     def _make_packer(self, sink: Sink, shard_map: ShardMap | None):
-        key_fn = make_key_function(self.config.partition_key)
-        if not self.config.aggregate:
-            return PlainPacker(key_fn, self._dead_letter_line, max_batch_bytes=self.config.max_batch_bytes)
-        if self.config.partition_key != "random" and shard_map is None:
-            shard_map = ShardMap(sink.list_shards)
-        return AggregatingPacker(key_fn, self._dead_letter_line, max_bytes=self.config.aggregate_max_bytes,
-                                 shard_map=shard_map, max_batch_bytes=self.config.max_batch_bytes)
+        config = self.config
+        key_fn = make_key_function(config.partition_key)
+        if not config.aggregate:
+            return PlainPacker(key_fn, self._dead.line, max_batch_bytes=config.max_batch_bytes), None
+        placement = None
+        if config.partition_key != "random":
+            shard_map = shard_map or ShardMap(sink.list_shards)
+            placement = PlacementCheck(shard_map, config.aggregate_max_bytes)
+        packer = AggregatingPacker(key_fn, self._dead.line, max_bytes=config.aggregate_max_bytes,
+                                   shard_map=shard_map, max_batch_bytes=config.max_batch_bytes)
+        return packer, placement
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -99,12 +96,21 @@ class Shipper:
         self._wake.set()
 
     def run(self, stop: threading.Event) -> int:
-        """Ship until ``stop`` is set, then drain; returns the exit code."""
+        """Ship until ``stop`` is set, then drain; returns the exit code.
+
+        With ``exit_when_empty`` it also stops, with 0, as soon as every segment is sealed,
+        shipped, checkpointed and deleted (the scale-down rescue of a spool nobody writes to any
+        more); an active segment whose writer is alive keeps it running until it is sealed.
+        """
+        exit_when_empty = self.config.exit_when_empty
         log.info("tailer started", extra={"spool": str(self._dir), "stream": self.config.stream,
-                                          "aggregate": self.config.aggregate})
+                                          "aggregate": self.config.aggregate, "exit_when_empty": exit_when_empty})
         while not stop.is_set():
             worked = self.ship_once()
             self.metrics.beat()
+            if exit_when_empty and not worked and self._is_drained():
+                log.info("spool empty; exiting", extra={"spool": str(self._dir)})
+                return self._finish(drained=True)
             if not worked:
                 self._wait(self._idle_timeout())
         return self.drain()
@@ -115,26 +121,26 @@ class Shipper:
         worked = self._collect_completed()
         if self._rescan_requested or now - self._last_scan >= self.config.poll_interval_seconds:
             self._rescan()
+        worked |= self._dead.flush()
         read = self._read_and_pack()
         worked |= read
         self._idle_seconds = IDLE_MIN_SECONDS if read else min(IDLE_MAX_SECONDS, self._idle_seconds * 2)
         # Every step, not only idle ones: a steady trickle must not hold a half-full batch back.
         self._flush_if_lingering(now, immediately=draining and not read)
         worked |= self._submit_ready()
-        self._maybe_checkpoint(now, force=draining)
+        self._tracker.maybe_checkpoint(now, force=draining)
         # Also here, not only after a checkpoint write: a segment shipped while active is
         # deletable the moment it is sealed, with nothing new to checkpoint.
-        self._delete_finished()
+        self._tracker.delete_finished()
         return worked
 
     def _idle_timeout(self) -> float:
+        now = time.monotonic()
         timeout = min(self._idle_seconds, self.config.poll_interval_seconds)
         if self._packer.pending_since is not None:
-            linger_left = self._packer.pending_since + self.config.linger_seconds - time.monotonic()
-            timeout = min(timeout, max(0.0, linger_left))
-        if self._dirty:
-            timeout = min(timeout, max(0.0, self._last_checkpoint + self.config.checkpoint_interval_seconds
-                                       - time.monotonic()))
+            timeout = min(timeout, max(0.0, self._packer.pending_since + self.config.linger_seconds - now))
+        if self._tracker.dirty:
+            timeout = min(timeout, max(0.0, self._tracker.checkpoint_due_at() - now))
         return timeout
 
     def _wait(self, timeout: float) -> None:
@@ -146,85 +152,53 @@ class Shipper:
         """Keep shipping until every segment is sealed and shipped, or the drain timeout."""
         deadline = time.monotonic() + self.config.drain_timeout_seconds
         log.info("tailer draining", extra={"timeout_seconds": self.config.drain_timeout_seconds})
-        drained = False
         while time.monotonic() < deadline:
             self._rescan_requested = True
             worked = self.ship_once(draining=True)
             if self._is_drained():
-                drained = True
-                break
+                return self._finish(drained=True)
             if not worked:
                 self._wait(min(0.05, max(0.0, deadline - time.monotonic())))
+        return self._finish(drained=False)
+
+    def _finish(self, *, drained: bool) -> int:
+        self._closed = True
         if not drained:
             self._abort.set()
         self._pool.shutdown(wait=True)
         self._collect_completed()
-        self._maybe_checkpoint(time.monotonic(), force=True)
-        behind = self._bytes_behind()
-        self._store.close()
+        self._tracker.maybe_checkpoint(time.monotonic(), force=True)
+        behind = self._tracker.bytes_behind()
+        segments_left = len(self._tracker.progress)
+        self._tracker.close()
         if drained:
             log.info("tailer drained", extra={"segments_left": 0})
             return 0
         log.error("tailer gave up at the drain timeout with data left",
-                  extra={"bytes_behind": behind, "segments_left": len(self._progress)})
+                  extra={"bytes_behind": behind, "segments_left": segments_left})
         return 1
 
     def _is_drained(self) -> bool:
-        if self._inflight or self._ready or self._packer.pending_since is not None or self._dirty:
+        if self._inflight or self._ready or self._dead or self._packer.pending_since is not None:
             return False
-        return not self._progress and not list_segments(self._dir, probe=False)
+        return self._tracker.is_empty()
 
     def close(self) -> None:
         """Stop without draining (tests and errors): abort deliveries, save the checkpoint."""
+        if self._closed:
+            return
+        self._closed = True
         self._abort.set()
         self._pool.shutdown(wait=True)
         self._collect_completed()
-        self._maybe_checkpoint(time.monotonic(), force=True)
-        for progress in self._progress.values():
-            progress.close_fd()
-        self._store.close()
+        self._tracker.maybe_checkpoint(time.monotonic(), force=True)
+        self._tracker.close()
 
-    # -- segments --------------------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------------
 
     def _rescan(self) -> None:
-        self._rescan_requested = False
         self._last_scan = time.monotonic()
-        seen = set()
-        for segment in list_segments(self._dir):
-            if segment.state is SegmentState.ORPHANED:
-                sealed = seal_orphan(segment)
-                if sealed is None:
-                    continue
-                log.warning("orphaned segment sealed", extra={"segment": segment.segment_id, "bytes": sealed.size})
-                segment = sealed
-            seen.add(segment.segment_id)
-            progress = self._progress.get(segment.segment_id)
-            if progress is None:
-                self._track(segment)
-            else:
-                progress.segment = segment
-        for segment_id in [s for s in self._progress if s not in seen]:
-            name = self._progress[segment_id].segment.name
-            if (self._dir / name.active_name).exists() or (self._dir / name.sealed_name).exists():
-                continue  # renamed while the directory was read (readdir may then miss it): still here
-            progress = self._progress.pop(segment_id)
-            progress.close_fd()
-            self._dirty = True
-            if progress.acked < progress.segment.size:
-                log.error("segment vanished before it was shipped", extra={
-                    "segment": segment_id, "bytes_unshipped": progress.segment.size - progress.acked})
-        self._update_gauges()
-
-    def _track(self, segment) -> None:
-        acked = self._store.offsets.get(segment.segment_id, 0)  # the last checkpoint saved
-        if acked > segment.size:
-            log.error("checkpoint is past the end of its segment; shipping it again from the start",
-                      extra={"segment": segment.segment_id, "checkpoint": acked, "size": segment.size})
-            acked = 0
-        progress = SegmentProgress(segment, acked=acked, read=acked)
-        if acked < segment.size:
-            progress.unshipped_since = segment.mtime
-        self._progress[segment.segment_id] = progress
+        self._rescan_requested = not self._tracker.rescan()  # a failed listing is tried again (backed off)
 
     def _read_and_pack(self) -> bool:
         """Read chunks, oldest segment of each writer first, while the ready queue runs low.
@@ -234,52 +208,53 @@ class Shipper:
         low = self.config.concurrency
         worked = False
         progressed = True
-        while progressed and len(self._ready) < low:
+        while progressed and len(self._ready) < low and not self._dead.backed_up():
             progressed = False
-            for progress in self._next_per_writer():
+            for progress in self._tracker.next_per_writer():
                 if self._read_segment(progress):
                     progressed = worked = True
-                if len(self._ready) >= low:
+                if len(self._ready) >= low or self._dead.backed_up():
                     break
         return worked
 
-    def _next_per_writer(self) -> list[SegmentProgress]:
-        """Per writer, the first segment that still has bytes to read (or may grow)."""
-        chosen: dict[str, SegmentProgress] = {}
-        for progress in sorted(self._progress.values(), key=lambda p: (p.segment.name.writer, p.segment.name.seq)):
-            writer = progress.segment.name.writer
-            if writer in chosen:
-                continue
-            if progress.is_final and progress.read >= progress.segment.size:
-                progress.close_fd()
-                continue
-            chosen[writer] = progress
-        return list(chosen.values())
-
     def _read_segment(self, progress: SegmentProgress) -> bool:
-        try:
-            fd = progress.open_fd()
-            size = progress.current_size()
-        except FileNotFoundError:
+        segment_id = progress.segment_id
+        fd = self._tracker.open(progress)
+        if fd is None:
             self._rescan_requested = True
             return False
+        size = self._io.run("read", segment_id, self._ops.size_of, fd)
+        if size is FAILED:
+            return False
+        if size < progress.read:
+            self._tracker.shrunk(progress, size)
+            return True
         if progress.read >= size:
             return False
         if progress.unshipped_since is None:
             progress.unshipped_since = time.time()
-        chunk = read_lines(fd, progress.read, self.config.read_bytes)
+        chunk = self._io.run("read", segment_id, self._ops.read_lines, fd, progress.read, self.config.read_bytes)
+        if chunk is FAILED:
+            return False
         if chunk.oversized:
-            self._dead_letter_range(progress, chunk.start, chunk.end, "line longer than the read window")
-            return True
+            return self._dead_letter_range(progress, chunk.start, chunk.end, "line longer than the read window")
         if chunk.is_empty:
             if progress.is_final and size > progress.read:
-                self._dead_letter_range(progress, progress.read, size, "torn write: no newline at the end")
-                return True
+                return self._dead_letter_range(progress, progress.read, size, "torn write: no newline at the end")
             return False
         lines = _LINE.findall(chunk.data)
         span = progress.new_span(chunk.start, chunk.end, len(lines))
         self._packer.pack(span, lines)
+        if span.pending <= 0:  # every line of it went to dead letters: nothing will acknowledge it
+            self._tracker.advance(segment_id, size)
         self._ready.extend(self._packer.take_full())
+        return True
+
+    def _dead_letter_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> bool:
+        if not self._dead.range(progress, start, end, reason):
+            return False  # not read past: tried again after the backoff
+        progress.new_span(start, end, 0)
+        self._tracker.advance(progress.segment_id)
         return True
 
     # -- batches ---------------------------------------------------------------------------
@@ -308,10 +283,6 @@ class Shipper:
                 future.result()
             except Aborted:
                 continue  # left unacknowledged: shipped again after the restart
-            except Exception:
-                log.exception("delivery failed unexpectedly; batch queued again")
-                self._ready.appendleft(batch)
-                continue
             self._acknowledge(batch)
         return bool(done)
 
@@ -322,92 +293,14 @@ class Shipper:
             span.pending -= lines
             touched.add(span.segment_id)
         for segment_id in touched:
-            self._advance(segment_id)
+            self._tracker.advance(segment_id)
 
-    def _advance(self, segment_id: str) -> None:
-        progress = self._progress.get(segment_id)
-        if progress is None:
-            return
-        before = progress.acked
-        if progress.advance():
-            self.metrics.bytes_shipped.inc(progress.acked - before)
-            self._dirty = True
-            size = progress.current_size() if progress.fd >= 0 else progress.segment.size
-            if progress.acked >= size:
-                progress.unshipped_since = None
+    # -- for tests and tools -----------------------------------------------------------------
 
-    # -- dead letters ----------------------------------------------------------------------
+    @property
+    def _progress(self) -> dict[str, SegmentProgress]:
+        return self._tracker.progress
 
-    def _dead_letter_line(self, span: Span, line: bytes, reason: str) -> None:
-        tag = hashlib.blake2b(line, digest_size=6).hexdigest()
-        write_dead_letter(self._dir, span.segment_id, span.start, [line], reason, tag=tag)
-        self.metrics.dead_letters.labels("too_large").inc()
-        log.warning("line dead-lettered", extra={"segment": span.segment_id, "reason": reason})
-
-    def _dead_letter_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> None:
-        write_dead_letter(self._dir, progress.segment_id, start, read_range(progress.fd, start, end), reason)
-        progress.new_span(start, end, 0)
-        self._advance(progress.segment_id)
-        self.metrics.dead_letters.labels("torn" if "torn" in reason else "too_large").inc()
-        log.warning("bytes dead-lettered", extra={"segment": progress.segment_id, "offset": start,
-                                                  "bytes": end - start, "reason": reason})
-
-    def _dead_letter_record(self, batch: Batch, record: Record, reason: str) -> None:
-        """Called from a delivery thread for a record Kinesis rejects for good."""
-        data = record[0]
-        first = next(iter(batch.spans), None)
-        segment_id, offset = (first.segment_id, first.start) if first else ("unknown", 0)
-        tag = "rejected-" + hashlib.blake2b(data, digest_size=6).hexdigest()
-        write_dead_letter(self._dir, segment_id, offset, [data], reason, tag=tag)
-        self.metrics.dead_letters.labels("rejected").inc()
-
-    # -- checkpoint and deletion ------------------------------------------------------------
-
-    def _maybe_checkpoint(self, now: float, *, force: bool = False) -> None:
-        if not self._dirty or (not force and now - self._last_checkpoint < self.config.checkpoint_interval_seconds):
-            return
-        self._store.save({sid: p.acked for sid, p in self._progress.items()})
-        self._dirty = False
-        self._last_checkpoint = now
-        self.metrics.checkpoints.inc()
-        self._update_gauges()
-
-    def _delete_finished(self) -> None:
-        saved = self._store.offsets
-        for segment_id, progress in list(self._progress.items()):
-            if not progress.is_done() or saved.get(segment_id) != progress.segment.size:
-                continue
-            progress.close_fd()
-            try:
-                if self.config.archive_dir is not None:
-                    archive_segment(progress.segment.path, self.config.archive_dir, compress=self.config.archive_gzip)
-                else:
-                    progress.segment.path.unlink()
-            except FileNotFoundError:
-                pass
-            del self._progress[segment_id]
-            self._dirty = True
-            self.metrics.segments_deleted.inc()
-            log.info("segment shipped", extra={"segment": segment_id, "bytes": progress.segment.size,
-                                               "archived": self.config.archive_dir is not None})
-        self._prune_archive()
-
-    def _prune_archive(self) -> None:
-        config = self.config
-        if config.archive_dir is None or time.monotonic() - self._last_prune < ARCHIVE_PRUNE_SECONDS:
-            return
-        self._last_prune = time.monotonic()
-        removed = prune_archive(config.archive_dir, max_bytes=config.archive_max_bytes,
-                                max_age_seconds=config.archive_max_age_seconds)
-        if removed:
-            log.info("archive pruned", extra={"files": len(removed)})
-
-    def _bytes_behind(self) -> int:
-        return sum(max(0, p.segment.size - p.acked) for p in self._progress.values())
-
-    def _update_gauges(self) -> None:
-        self.metrics.segments.set(len(self._progress))
-        self.metrics.bytes_behind.set(self._bytes_behind())
-        waiting = [p.unshipped_since for p in self._progress.values() if p.unshipped_since is not None]
-        self.metrics.oldest_age.set(max(0.0, time.time() - min(waiting)) if waiting else 0.0)
-
+    @property
+    def _dirty(self) -> bool:
+        return self._tracker.dirty

@@ -1,8 +1,11 @@
 """What the tailer ships through: a small Sink protocol (Litestream's ReplicaClient idea).
 
-``KinesisSink`` implements it for real; unit tests use an in-memory sink. A sink
-raises a :mod:`tailer.errors` ShipError for a failed call and reports records
-that failed one by one in :class:`PutResult`.
+``KinesisSink`` implements it for Kinesis data streams; a Firehose sink can
+implement it the same way; unit tests use an in-memory sink. The protocol is
+service-agnostic: the sink maps its service's answers and its client's
+exceptions to :mod:`tailer.errors` (in one place), and
+:class:`tailer.delivery.Delivery` owns the policy — what is retried, how fast,
+and what is dead-lettered.
 """
 
 from __future__ import annotations
@@ -19,14 +22,28 @@ Record = tuple[bytes, str, "str | None"]
 
 @dataclass
 class PutResult:
-    """Indexes (into the records sent) that failed, with their error code and message."""
+    """The answer to a call that went through, record by record.
+
+    - ``failed``: (index, code, message) of records to send again (throttled,
+      internal failure, anything not known to be the record's fault);
+    - ``rejected``: records the service itself named as invalid: dead-lettered;
+    - ``placed``: where each record sent landed (for Kinesis, its ShardId; ``None``
+      for a record that failed), when the service says so — used to check that
+      aggregated records landed on the shard that owns their keys.
+    """
 
     failed: list[tuple[int, str, str]] = field(default_factory=list)
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    placed: Sequence[str | None] | None = None
 
 
 class Sink(Protocol):
     def put_records(self, records: Sequence[Record]) -> PutResult:
-        """Send up to 500 records in one call; raise ShipError if the whole call failed."""
+        """Send up to 500 records in one call.
+
+        Raises only :class:`tailer.errors.ShipError` subclasses: every exception
+        of the client underneath is translated by the sink.
+        """
         ...
 
     def close(self) -> None: ...

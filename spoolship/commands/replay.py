@@ -11,7 +11,12 @@ from botocore.exceptions import BotoCoreError, NoRegionError
 
 from tailer import KinesisSink
 from tailer.aws import make_session
-from tailer.config import DEFAULT_AGGREGATE_MAX_BYTES, DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH_BYTES
+from tailer.config import (
+    DEFAULT_AGGREGATE_MAX_BYTES,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_BATCH_BYTES,
+    check_stream_name,
+)
 from tailer.partition import parse_partition_key
 from tailer.replay import Replayer, ReplayOptions, check_readable
 
@@ -45,6 +50,7 @@ def replay(paths: tuple[Path, ...], stream: str, endpoint_url: str | None, regio
         raise click.UsageError("cannot replay:\n  " + "\n  ".join(problems))
     try:
         parse_partition_key(options["partition_key"])
+        check_stream_name(stream)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     opts = ReplayOptions(**options)

@@ -22,6 +22,7 @@ from tailer.config import (
     DEFAULT_LINGER_SECONDS,
     DEFAULT_MAX_BACKOFF_SECONDS,
     DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_PERMANENT_RETRY_SECONDS,
     DEFAULT_POLL_INTERVAL_SECONDS,
 )
 from tailer.follower import SpoolFollower
@@ -66,6 +67,12 @@ log = logging.getLogger(__name__)
         help="After SIGTERM, keep shipping this long at most.")
 @option("--max-backoff", "max_backoff_seconds", type=DURATION, default=DEFAULT_MAX_BACKOFF_SECONDS,
         help="Longest wait between retries.")
+@option("--permanent-retry", "permanent_retry_seconds", type=DURATION, default=DEFAULT_PERMANENT_RETRY_SECONDS,
+        help="How often to try again a call the endpoint refuses for good (missing stream, access denied, "
+             "a proxy's 404); nothing is dropped meanwhile.")
+@option("--exit-when-empty/--no-exit-when-empty", default=False,
+        help="Exit 0 once every segment is sealed, shipped, checkpointed and deleted (the scale-down rescue "
+             "of a spool no receiver writes to); honours the checkpoint, unlike replay.")
 @option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def tail(log_level: str, **options) -> None:
     """Follow the spool and ship every line to a Kinesis stream."""

@@ -246,8 +246,7 @@ def test_the_drain_job_for_the_rendered_statefulset_is_accepted_by_the_real_tail
     assert job["metadata"]["name"] == drain_job_name("spoolship", 5, 3)
     [tailer] = job["spec"]["template"]["spec"]["containers"]
     tail = spoolship_main.get_command(click.Context(spoolship_main), "tail")
-    if "exit_when_empty" not in {p.name for p in tail.params}:
-        pytest.skip("`spoolship tail --exit-when-empty` arrives with the tailer-trust branch")
+    assert "exit_when_empty" in {p.name for p in tail.params}, "the drain Job's mode exists"
     configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
     check_container_args(tailer, job["spec"]["template"]["spec"], configmaps, objects, tmp_path)
 

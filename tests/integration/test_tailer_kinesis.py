@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 
+import orjson
 import psutil
 import pytest
 import requests
@@ -206,3 +207,97 @@ def test_missing_stream_is_reported_loudly_and_retried_not_dropped(moto, spool_d
     assert tailer.stop() == 1, "gave up at the drain timeout with data left"
     assert segments_left(spool_dir) == 1 and not any(read_checkpoint(spool_dir).values())
     assert len(written) == 50
+
+
+# -- issue 11 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["plain", "aggregate"])
+def test_keys_of_256_emoji_or_cjk_characters_are_accepted_by_kinesalite(kinesalite, spool_dir, mode):
+    """Defect 4: kinesalite counts UTF-16 units (as AWS does): 256 emoji used to dead-letter the line —
+    and, aggregated, every other user's line in the same record."""
+    stream = kinesalite.create_stream(shards=2)
+    lines = []
+    with SpoolWriter(WriterConfig(spool_dir, "keys", min_free_bytes=0, fsync=FsyncPolicy.NEVER)) as writer:
+        for i in range(600):
+            user = ["\U0001F600" * 256, "鍵" * 300, "a\U0001F600" * 200, f"plain-{i % 7}"][i % 4]
+            line = orjson.dumps({"user": user, "n": i}) + b"\n"
+            writer.append(line)
+            lines.append(line)
+    extra = ["--aggregate"] if mode == "aggregate" else []
+    tailer = start_tailer(spool_dir, stream, kinesalite.endpoint, "--partition-key", "field:user", *extra)
+    wait_until(lambda: segments_left(spool_dir) == 0)
+    assert tailer.stop() == 0
+    assert count_dead_letters(spool_dir) == 0
+    assert_exactly_once(kinesalite.read_lines(stream), lines)
+
+
+def owned_copies(server, stream: str) -> Counter:
+    """Lines by how many copies sit on a shard whose hash range holds their key (what a KCL consumer keeps)."""
+    from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+    from tailer.shardmap import hash_key
+
+    client = server.client()
+    ranges = {s["ShardId"]: (int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]))
+              for s in client.list_shards(StreamName=stream)["Shards"]}
+    owned: Counter = Counter()
+    for record in server.read_records(stream):
+        low, high = ranges[record["ShardId"]]
+        for user, data in zip(iter_deaggregate_records(record, data_format="Boto3"), user_records(record),
+                              strict=True):
+            if low <= hash_key(user["kinesis"]["partitionKey"]) <= high:
+                owned[data] += 1
+    return owned
+
+
+def test_resharding_under_aggregated_per_key_records_leaves_every_event_on_a_shard_that_owns_its_key(
+        kinesalite, spool_dir):
+    """Defect 6: SplitShard then MergeShards while shipping; the tailer's shard map is a minute old."""
+    stream = kinesalite.create_stream(shards=2)
+    client = kinesalite.client()
+    written: list[bytes] = []
+    stop_writing = threading.Event()
+
+    def keep_writing():
+        with SpoolWriter(WriterConfig(spool_dir, "resharded", segment_bytes=256 * 1024, min_free_bytes=0,
+                                      fsync=FsyncPolicy.NEVER)) as writer:
+            n = 0
+            while not stop_writing.is_set():
+                line = b'{"user":"u%d","n":%d}\n' % (n % 500, n)
+                writer.append(line)
+                written.append(line)
+                n += 1
+                if n % 100 == 0:
+                    time.sleep(0.02)
+
+    tailer = start_tailer(spool_dir, stream, kinesalite.endpoint, "--aggregate", "--partition-key", "field:user",
+                          "--concurrency", "2")
+    writer_thread = threading.Thread(target=keep_writing)
+    writer_thread.start()
+    try:
+        wait_until(lambda: len(written) > 2000 and any(read_checkpoint(spool_dir).values()), interval=0.05)
+        first = client.list_shards(StreamName=stream)["Shards"][0]
+        low, high = int(first["HashKeyRange"]["StartingHashKey"]), int(first["HashKeyRange"]["EndingHashKey"])
+        client.split_shard(StreamName=stream, ShardToSplit=first["ShardId"], NewStartingHashKey=str((low + high) // 2))
+        wait_until(lambda: client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+                   ["StreamStatus"] == "ACTIVE", interval=0.05)
+        time.sleep(1.5)
+        children = [s for s in client.list_shards(StreamName=stream)["Shards"]
+                    if s.get("ParentShardId") == first["ShardId"]]
+        assert len(children) == 2
+        client.merge_shards(StreamName=stream, ShardToMerge=children[0]["ShardId"],
+                            AdjacentShardToMerge=children[1]["ShardId"])
+        wait_until(lambda: client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+                   ["StreamStatus"] == "ACTIVE", interval=0.05)
+        time.sleep(1.5)
+    finally:
+        stop_writing.set()
+        writer_thread.join()
+    wait_until(lambda: segments_left(spool_dir) == 0, timeout=120)
+    assert tailer.stop() == 0
+    owned = owned_copies(kinesalite, stream)
+    missing = [line for line in written if not owned[line]]
+    assert not missing, f"{len(missing)} of {len(written)} events have no copy on a shard that owns their key"
+    assert any(r.get("event", "").startswith("aggregate landed on another shard") for r in tailer.logs), \
+        "the reshard was noticed from the ShardIds (else this test did not test it)"

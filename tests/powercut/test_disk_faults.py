@@ -144,8 +144,6 @@ def _run(shipper: Shipper, stop: threading.Event, died: list) -> None:
         died.append(exc)
 
 
-# Every case passes with a step loop that survives an OSError (checked); Shipper.run does not yet.
-@pytest.mark.xfail(strict=True, reason="needs tailer-trust defect 10")
 @pytest.mark.parametrize(("name", "op", "path", "err"), TAILER_CASES, ids=[f"{c[0]}-{c[3]}" for c in TAILER_CASES])
 def test_tailer_keeps_running_through_a_disk_fault_and_ships_everything_after(disk, fresh, name, op, path, err):
     spool = disk.new_dir(f"{fresh.name}-spool")

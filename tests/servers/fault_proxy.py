@@ -7,7 +7,12 @@ the stream holds exactly what a real partial failure leaves behind. Faults:
 - ``call_error_rate``: share of calls answered 500 InternalFailure (not forwarded);
 - ``call_throttle_rate``: share of calls answered 400 ProvisionedThroughputExceeded;
 - ``call_reset_rate``: share of calls whose connection is reset (not forwarded);
-- ``down``: every connection is reset at once (the endpoint "went away").
+- ``down``: every connection is reset at once (the endpoint "went away");
+- ``answers``: a list of ``(status, body)`` (or ``(status, body, headers)``): while set, every
+  PutRecords call gets the next one in turn and is not forwarded — any status, any body: a proxy's
+  HTML 404, an empty 502, truncated JSON, a Kinesis error document (see :func:`garbage_answers`).
+
+``call_times`` keeps the monotonic time of every PutRecords call, to measure calls per second.
 """
 
 from __future__ import annotations
@@ -18,7 +23,26 @@ import random
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# What an endpoint that is not (or not only) Kinesis may answer: proxies, load balancers, VPC endpoints.
+_HTML_404 = b"<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1></center></body></html>"
+
+
+def garbage_answers() -> list[tuple[int, bytes]]:
+    """Every status 300-599, each with one of the body shapes in turn (and Kinesis error documents that
+    name no record); ordered with a stride so that any few consecutive answers mix 3xx, 4xx and 5xx."""
+    shapes = [_HTML_404, b"", b'{"__type":"ValidationException","message":"1 validation error detected: Val',
+              b"upstream connect error or disconnect/reset before headers", b"\x00\xff" * 8,
+              json.dumps({"__type": "MissingAuthenticationTokenException", "message": "Missing token"}).encode(),
+              json.dumps({"__type": "ValidationException", "message": "1 validation error detected: Value 'x' at "
+                          "'streamName' failed to satisfy constraint: Member must satisfy regular expression "
+                          "pattern: [a-zA-Z0-9_.-]+"}).encode(),
+              json.dumps({"__type": "InvalidArgumentException", "message": "Records size exceeds 5 MB limit"}).encode(),
+              json.dumps({"__type": "InternalFailure", "message": "We encountered an internal error."}).encode()]
+    statuses = [300 + (i * 37) % 300 for i in range(300)]  # 37 is prime to 300: each status once
+    return [(status, shapes[i % len(shapes)]) for i, status in enumerate(statuses)]
 
 
 class FaultProxy:
@@ -29,13 +53,18 @@ class FaultProxy:
         self.call_throttle_rate = 0.0
         self.call_reset_rate = 0.0
         self.down = False
-        self.counts = {"calls": 0, "records_failed": 0, "errors": 0, "throttles": 0, "resets": 0, "refused": 0}
+        self.answers: list[tuple] | None = None
+        self.call_times: list[float] = []
+        self._next_answer = 0
+        self.counts = {"calls": 0, "records_failed": 0, "errors": 0, "throttles": 0, "resets": 0, "refused": 0,
+                       "answered": 0}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args) -> None:
                 pass
@@ -69,6 +98,11 @@ class FaultProxy:
             return self._reset(handler)
         if target.endswith("PutRecords"):
             self._count("calls")
+            with self._lock:
+                self.call_times.append(time.monotonic())
+            answer = self._take_answer()
+            if answer is not None:
+                return self._answer(handler, *answer)
             if self._roll(self.call_reset_rate):
                 self._count("resets")
                 return self._reset(handler)
@@ -83,6 +117,27 @@ class FaultProxy:
                 return self._partial(handler, body)
         status, payload = self._forward(handler, body)
         self._reply_raw(handler, status, payload)
+
+    def _take_answer(self) -> tuple | None:
+        with self._lock:
+            answers = self.answers
+            if not answers:
+                return None
+            answer = answers[self._next_answer % len(answers)]
+            self._next_answer += 1
+            self.counts["answered"] += 1
+            return answer
+
+    @staticmethod
+    def _answer(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict | None = None) -> None:
+        if status in (204, 304) or status < 200:
+            body = b""  # HTTP forbids a body here; sending one would garble the next answer on the connection
+        handler.send_response(status)
+        for name, value in (headers or {"Content-Type": "text/html"}).items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
     def _partial(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         request = json.loads(body)

@@ -55,3 +55,23 @@ def test_aggregate_respects_its_size_limit_counting_the_key():
 
 def test_plain_records_pass_through_deaggregate():
     assert list(deaggregate(b'{"n":1}\n')) == [("", b'{"n":1}\n')]
+
+
+@settings(max_examples=40, deadline=None)
+@given(key=st.sampled_from(["k" * 256, "鍵" * 256, "\U0001F600" * 128, "é" * 256]),
+       sizes=st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=40))
+def test_record_plus_key_bytes_never_exceed_the_limit_at_the_largest_aggregate_size(key, sizes):
+    """Defect 5: Kinesis counts the key's UTF-8 bytes (768 for 256 CJK characters), not its characters."""
+    record_limit = 1024 * 1024
+    aggregate = Aggregate(max_bytes=record_limit - 256)  # the largest --aggregate-max-bytes allowed
+    filler = 0
+    while True:  # fill to the brim with lines of the drawn sizes, then a few one-byte lines
+        size = sizes[filler % len(sizes)] if filler < 2000 else 0
+        if not aggregate.add(b"x" * size + b"\n", key):
+            if size == 0:
+                break
+            sizes = [0]
+            filler = 2000
+        filler += 1
+    assert aggregate.record_bytes <= record_limit - 256
+    assert len(aggregate.to_bytes()) + len(aggregate.first_key.encode()) <= record_limit

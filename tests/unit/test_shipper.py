@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -22,19 +23,27 @@ from spooler import (
     read_checkpoint,
 )
 from tailer import Shipper, TailerConfig
-from tailer.errors import RequestRejected, Unavailable
+from tailer.errors import RecordsRejected, RequestRejected, Unavailable
+from tailer.packing import MAX_RECORD_BYTES
 from tailer.sink import PutResult
+from tailer.spoolio import SpoolOps
 
 
 class FakeSink:
-    """Keeps what it accepted; can fail records, fail calls, reject poison, or hold calls at a gate."""
+    """Keeps what it accepted; can fail records, fail calls, reject poison, or hold calls at a gate.
 
-    def __init__(self, *, record_failure_rate=0.0, call_failure_rate=0.0, poison=None, seed=5):
+    ``poison``: records containing it are named as invalid, as Kinesis does (``RecordsRejected``);
+    ``refuse``: a call containing it is refused as a whole, naming no record (``RequestRejected``).
+    """
+
+    def __init__(self, *, record_failure_rate=0.0, call_failure_rate=0.0, poison=None, refuse=None, seed=5):
         self.accepted: list[bytes] = []
+        self.sent: list[bytes] = []
         self.calls = 0
         self.record_failure_rate = record_failure_rate
         self.call_failure_rate = call_failure_rate
         self.poison = poison
+        self.refuse = refuse
         self.gate = threading.Event()
         self.gate.set()
         self.in_call = 0
@@ -50,8 +59,13 @@ class FakeSink:
         try:
             self.gate.wait(30)
             with self._lock:
-                if self.poison and any(self.poison in d for d, _, _ in records):
-                    raise RequestRejected("bad record", code="ValidationException")
+                self.sent.extend(d for d, _, _ in records)
+                if self.poison:
+                    named = [i for i, (d, _, _) in enumerate(records) if self.poison in d]
+                    if named:
+                        raise RecordsRejected("bad record", named, code="ValidationException")
+                if self.refuse and any(self.refuse in d for d, _, _ in records):
+                    raise RequestRejected("bad call", code="InvalidArgumentException")
                 if self._rng.random() < self.call_failure_rate:
                     raise Unavailable("injected", code="HTTP500")
                 failed = []
@@ -64,6 +78,12 @@ class FakeSink:
         finally:
             with self._lock:
                 self.in_call -= 1
+
+    def list_shards(self):
+        step = 2**128 // 4
+        return [{"ShardId": f"shard-{i}", "HashKeyRange": {"StartingHashKey": str(i * step),
+                                                             "EndingHashKey": str((i + 1) * step - 1)},
+                 "SequenceNumberRange": {"StartingSequenceNumber": "1"}} for i in range(4)]
 
     def close(self):
         pass
@@ -80,11 +100,99 @@ def write_lines(spool_dir, writer_id, count, *, start=0, seal=True, segment_byte
     return writer, lines
 
 
-def make_shipper(spool_dir, sink, **overrides):
+class FlakyOps(SpoolOps):
+    """A test double of the disk: any spool operation fails on demand (``fail[name] = (count, errno)``).
+
+    ``blind_listings``: that many directory listings come back empty (readdir racing renames).
+    ``calls``: how often each operation was attempted.
+    """
+
+    def __init__(self):
+        self.fail: dict[str, tuple[int, int]] = {}
+        self.blind_listings = 0
+        self.calls: dict[str, int] = {}
+        self.deleted_with_checkpoint: list[tuple[str, int | None, int]] = []
+
+    def _maybe_fail(self, name):
+        self.calls[name] = self.calls.get(name, 0) + 1
+        count, code = self.fail.get(name, (0, 0))
+        if count:
+            self.fail[name] = (count - 1, code)
+            raise OSError(code, f"injected {errno.errorcode[code]} in {name}")
+
+    def list_segments(self, spool_dir, probe=True):
+        self._maybe_fail("list_segments")
+        if self.blind_listings:
+            self.blind_listings -= 1
+            return []
+        return SpoolOps.list_segments(spool_dir, probe=probe)
+
+    def seal_orphan(self, segment):
+        self._maybe_fail("seal_orphan")
+        return SpoolOps.seal_orphan(segment)
+
+    def open_segment(self, path):
+        self._maybe_fail("open_segment")
+        return SpoolOps.open_segment(path)
+
+    def size_of(self, fd):
+        self._maybe_fail("size_of")
+        return SpoolOps.size_of(fd)
+
+    def read_lines(self, fd, offset, max_bytes):
+        self._maybe_fail("read_lines")
+        return SpoolOps.read_lines(fd, offset, max_bytes)
+
+    def read_range(self, fd, start, end):
+        self._maybe_fail("read_range")
+        return SpoolOps.read_range(fd, start, end)
+
+    def write_dead_letter(self, *args, **kwargs):
+        self._maybe_fail("write_dead_letter")
+        return SpoolOps.write_dead_letter(*args, **kwargs)
+
+    def save_checkpoint(self, store, offsets):
+        self._maybe_fail("save_checkpoint")
+        return SpoolOps.save_checkpoint(store, offsets)
+
+    def _record_deletion(self, path):
+        segment_id = path.name.rsplit(".", 1)[0]
+        self.deleted_with_checkpoint.append((segment_id, read_checkpoint(path.parent).get(segment_id),
+                                             path.stat().st_size))
+
+    def archive_segment(self, path, archive_dir, *, compress=True):
+        self._maybe_fail("archive_segment")
+        self._record_deletion(path)
+        return SpoolOps.archive_segment(path, archive_dir, compress=compress)
+
+    def delete_segment(self, path):
+        self._maybe_fail("delete_segment")
+        self._record_deletion(path)
+        return SpoolOps.delete_segment(path)
+
+    def prune_archive(self, archive_dir, **kwargs):
+        self._maybe_fail("prune_archive")
+        return SpoolOps.prune_archive(archive_dir, **kwargs)
+
+
+_SHIPPERS: list[Shipper] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_shippers():
+    """A test that fails half-way must not leave delivery threads retrying in the background."""
+    yield
+    while _SHIPPERS:
+        _SHIPPERS.pop().close()
+
+
+def make_shipper(spool_dir, sink, *, ops=None, **overrides):
     settings = {"spool_dir": spool_dir, "stream": "s", "linger_seconds": 0.01, "checkpoint_interval_seconds": 0.0,
-                "poll_interval_seconds": 0.05, "max_backoff_seconds": 0.01}
+                "poll_interval_seconds": 0.05, "max_backoff_seconds": 0.01, "permanent_retry_seconds": 0.01}
     settings.update(overrides)
-    return Shipper(TailerConfig(**settings), sink)
+    shipper = Shipper(TailerConfig(**settings), sink, ops=ops)
+    _SHIPPERS.append(shipper)
+    return shipper
 
 
 def run_until(shipper, done, timeout=30.0):
@@ -227,7 +335,7 @@ def test_memory_is_bounded_by_batches_in_flight(spool_dir):
     shipper.close()
 
 
-def test_rejected_record_is_narrowed_down_and_dead_lettered(spool_dir):
+def test_a_record_kinesis_names_as_invalid_is_dead_lettered_alone(spool_dir):
     _, lines = write_lines(spool_dir, "a", 300)
     with open(next(spool_dir.glob("*.ndjson")), "rb") as f:
         assert f.read(1)
@@ -306,22 +414,360 @@ def test_linger_bounds_latency_even_when_lines_trickle_in(spool_dir):
     assert delays[-1] < 0.5, f"worst delay {delays[-1]:.2f}s with linger 0.1s"
 
 
-def test_a_listing_that_misses_a_segment_mid_rename_does_not_drop_it(spool_dir, monkeypatch):
+def test_a_listing_that_misses_a_segment_mid_rename_does_not_drop_it(spool_dir):
     """readdir may return neither name of a file renamed during the listing."""
-    import tailer.shipper as shipper_module
-
     writer, lines = write_lines(spool_dir, "live", 50, seal=False, segment_bytes=10**9)
     sink = FakeSink()
-    shipper = make_shipper(spool_dir, sink)
+    ops = FlakyOps()
+    shipper = make_shipper(spool_dir, sink, ops=ops)
     run_until(shipper, lambda: len(sink.accepted) == 50 and not shipper._dirty)
-    real = shipper_module.list_segments
-    monkeypatch.setattr(shipper_module, "list_segments", lambda *a, **k: [])
+    ops.blind_listings = 1
     shipper.request_rescan()
     shipper.ship_once()
-    monkeypatch.setattr(shipper_module, "list_segments", real)
+    assert ops.blind_listings == 0
     assert len(shipper._progress) == 1, "the segment is still tracked"
     writer.close()
     shipper.request_rescan()
     run_until(shipper, lambda: not list_segments(spool_dir))
     shipper.close()
     assert sink.accepted == lines, "nothing shipped twice"
+
+
+def test_a_first_listing_after_a_restart_that_misses_a_segment_keeps_its_checkpoint(spool_dir):
+    """Defect 11: the checkpoint saved before the segment is seen again must keep its offset."""
+    writer, lines = write_lines(spool_dir, "a", 50, seal=False, segment_bytes=10**9)
+    sink = FakeSink()
+    first = make_shipper(spool_dir, sink)
+    run_until(first, lambda: len(sink.accepted) == 50 and not first._dirty)
+    first.close()
+    writer.close()  # sealed while no tailer ran
+    ops = FlakyOps()
+    ops.blind_listings = 1  # the restarted tailer's first listing misses it
+    again_sink = FakeSink()
+    again = make_shipper(spool_dir, again_sink, ops=ops)
+    again.ship_once()
+    again._tracker.dirty = True  # something else changed: a checkpoint is written without the segment in view
+    again._tracker.maybe_checkpoint(time.monotonic(), force=True)
+    assert read_checkpoint(spool_dir) == {"a-00000001": len(b"".join(lines))}
+    again.request_rescan()
+    run_until(again, lambda: not list_segments(spool_dir))
+    again.close()
+    assert again_sink.accepted == [], "the checkpoint covered every line: nothing re-sent"
+    assert read_checkpoint(spool_dir) == {}, "the entry goes once the segment is deleted"
+
+
+def test_a_checkpoint_entry_for_a_segment_that_is_gone_is_dropped(spool_dir):
+    from spooler import CheckpointStore
+
+    with CheckpointStore(spool_dir) as store:
+        store.save({"gone-00000001": 100})
+    _, lines = write_lines(spool_dir, "a", 10)
+    shipper = make_shipper(spool_dir, FakeSink())
+    run_until(shipper, lambda: not list_segments(spool_dir) and not shipper._dirty)
+    shipper.close()
+    assert read_checkpoint(spool_dir) == {}
+
+
+# -- issue 11: nothing acknowledged is dead-lettered, stranded or re-sent without bound -------------
+
+
+@pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregated"])
+def test_a_lone_line_over_the_record_limit_does_not_strand_its_segment(spool_dir, aggregate):
+    """Defect 8: the packer dead-letters it; its span must still advance so the segment goes."""
+    big = b'{"x":"' + b"y" * (MAX_RECORD_BYTES + 10) + b'"}\n'
+    (spool_dir / "big-00000001.ndjson").write_bytes(big)
+    (spool_dir / "big-00000002.ndjson").write_bytes(big + b'{"n":1}\n')
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, aggregate=aggregate, drain_timeout_seconds=10)
+    assert shipper.drain() == 0, "drained: nothing stranded"
+    assert not list_segments(spool_dir)
+    assert count_dead_letters(spool_dir) == 2
+    if not aggregate:
+        assert sink.accepted == [b'{"n":1}\n']
+
+
+def test_empty_sealed_segments_and_empty_orphans_are_deleted(spool_dir):
+    """Defect 9: nothing to checkpoint in them, so they must not wait for a checkpoint entry."""
+    (spool_dir / "e-00000001.ndjson").write_bytes(b"")
+    (spool_dir / "dead_w0_p1_x-00000001.active").write_bytes(b"")  # its writer died before writing
+    shipper = make_shipper(spool_dir, FakeSink(), drain_timeout_seconds=5)
+    assert shipper.drain() == 0
+    assert not list_segments(spool_dir, probe=False)
+
+
+def test_a_failed_dead_letter_write_never_resends_what_was_accepted(spool_dir):
+    """Defect 3: the disk refuses the dead letter 20 times; good lines still go out once each."""
+    _, lines = write_lines(spool_dir, "a", 20)
+    sink = FakeSink(poison=b'"n":7}')
+    ops = FlakyOps()
+    ops.fail["write_dead_letter"] = (20, errno.ENOSPC)
+    shipper = make_shipper(spool_dir, sink, ops=ops)
+    run_until(shipper, lambda: not list_segments(spool_dir), timeout=30)
+    shipper.close()
+    good = [line for line in lines if b'"n":7}' not in line]
+    assert sorted(sink.accepted) == sorted(good)
+    # Once in the call Kinesis refused for the poison (nothing of it accepted), once more: never again.
+    assert max(sink.sent.count(line) for line in good) <= 2, "accepted records are not sent again"
+    assert all(sink.accepted.count(line) == 1 for line in good)
+    assert count_dead_letters(spool_dir) == 1
+    assert shipper.metrics.spool_errors.labels("dead_letter")._value.get() == 20
+
+
+def test_a_call_refused_without_naming_a_record_is_split_then_retried_never_dead_lettered(spool_dir):
+    """Defect 1: narrowing down to one record that fails like the whole call is the call's fault."""
+    _, lines = write_lines(spool_dir, "a", 64)
+    sink = FakeSink(refuse=b'"n":13}')
+    refused_at = []
+    real = sink.put_records
+
+    def put(records):
+        if len(records) == 1 and b'"n":13}' in records[0][0]:
+            refused_at.append(time.monotonic())
+        return real(records)
+
+    sink.put_records = put
+    shipper = make_shipper(spool_dir, sink, permanent_retry_seconds=0.05)
+    deadline = time.monotonic() + 30
+    while len(refused_at) < 6 and time.monotonic() < deadline:
+        shipper.ship_once()
+        time.sleep(0.005)
+    assert sorted(sink.accepted) == sorted(lines[:13]), "narrowed down to the one record; the rest waits"
+    assert count_dead_letters(spool_dir) == 0 and list_segments(spool_dir), "nothing dropped, nothing deleted"
+    gaps = [b - a for a, b in zip(refused_at, refused_at[1:], strict=False)]
+    assert len(gaps) >= 5 and min(gaps) >= 0.045, f"the lone record is retried slowly (every 0.05 s): {gaps}"
+    assert shipper.metrics.failed_calls.labels("split")._value.get() <= 7, "log2(64) + 1 splits at most"
+    sink.refuse = None  # the endpoint recovers
+    run_until(shipper, lambda: not list_segments(spool_dir))
+    shipper.close()
+    assert sorted(sink.accepted) == sorted(lines)
+    assert all(sink.accepted.count(line) == 1 for line in lines)
+
+
+def test_a_rejected_aggregate_is_taken_apart_and_only_the_bad_line_dead_lettered(spool_dir):
+    """Defect 4's other half: one event's fault never decides the fate of the others in its aggregate."""
+    from tailer.kpl import deaggregate
+
+    _, lines = write_lines(spool_dir, "a", 300)
+    sink = FakeSink(poison=b'"n":137}')
+    shipper = make_shipper(spool_dir, sink, aggregate=True)
+    run_until(shipper, lambda: not list_segments(spool_dir))
+    shipper.close()
+    delivered = [data for record in sink.accepted for _key, data in deaggregate(record)]
+    assert sorted(delivered) == sorted(line for line in lines if b'"n":137}' not in line)
+    assert count_dead_letters(spool_dir) == 1
+    [meta] = (spool_dir / "dead-letter").glob("*.json")
+    assert meta.with_suffix(".bin").read_bytes() == b'{"w":"a","n":137}\n'
+
+
+def test_exceptions_a_sink_lets_through_are_backed_off_not_requeued_at_once(spool_dir):
+    """Defect 2: an STS ClientError from a credential refresh used to loop at ~150 calls/s."""
+    from botocore.exceptions import ClientError
+
+    _, lines = write_lines(spool_dir, "a", 20)
+    sink = FakeSink()
+    real = sink.put_records
+    failing_until = time.monotonic() + 1.0
+    raised = []
+
+    def put(records):
+        if time.monotonic() < failing_until:
+            raised.append(1)
+            raise ClientError({"Error": {"Code": "ExpiredTokenException", "Message": "sts"}},
+                              "AssumeRoleWithWebIdentity")
+        return real(records)
+
+    sink.put_records = put
+    shipper = make_shipper(spool_dir, sink, max_backoff_seconds=0.2)
+    run_until(shipper, lambda: not list_segments(spool_dir), timeout=10)
+    shipper.close()
+    assert sorted(sink.accepted) == sorted(lines)
+    assert 1 < len(raised) < 60, f"{len(raised)} calls in 1 s of failure"
+
+
+SPOOL_OPERATIONS = ["list_segments", "seal_orphan", "open_segment", "size_of", "read_lines", "read_range",
+                    "write_dead_letter", "save_checkpoint", "archive_segment", "delete_segment", "prune_archive"]
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES],
+                         ids=lambda c: errno.errorcode[c])
+@pytest.mark.parametrize("operation", SPOOL_OPERATIONS)
+def test_an_io_error_in_any_spool_operation_never_stops_the_tailer(spool_dir, tmp_path, operation, code):
+    """Defect 10: the operation is logged, counted, backed off and retried; the rest keeps shipping."""
+    _, lines = write_lines(spool_dir, "a", 300)
+    (spool_dir / "gone_w0_p1_x-00000001.active").write_bytes(b'{"orphan":1}\n{"orph')  # orphan, torn tail
+    lines.append(b'{"orphan":1}\n')
+    ops = FlakyOps()
+    ops.fail[operation] = (3, code)
+    sink = FakeSink()
+    archive = tmp_path / "archive" if operation in ("archive_segment", "prune_archive") else None
+    shipper = make_shipper(spool_dir, sink, ops=ops, archive_dir=archive, max_backoff_seconds=0.05)
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False) and not shipper._dirty
+              and ops.calls.get(operation, 0) > 3, timeout=30)
+    shipper.close()
+    label = {"list_segments": "list", "seal_orphan": "seal_orphan", "open_segment": "read", "size_of": "read",
+             "read_lines": "read", "read_range": "dead_letter", "write_dead_letter": "dead_letter",
+             "save_checkpoint": "checkpoint", "archive_segment": "delete", "delete_segment": "delete",
+             "prune_archive": "prune_archive"}[operation]
+    assert shipper.metrics.spool_errors.labels(label)._value.get() >= 1
+    assert sorted(sink.accepted) == sorted(lines), "every line once: no loss, no re-send"
+    assert count_dead_letters(spool_dir) == 1, "the torn tail"
+    for segment_id, checkpointed, size in ops.deleted_with_checkpoint:
+        assert checkpointed == size, f"{segment_id} deleted with checkpoint {checkpointed} of {size} bytes"
+
+
+def test_a_segment_that_shrinks_below_its_read_offset_is_reported_and_shipped_again(spool_dir, caplog):
+    """Issue 12: say so loudly (error log and metric), then re-ship from 0: duplicates, never a loss."""
+    writer, lines = write_lines(spool_dir, "live", 40, seal=False, segment_bytes=10**9)
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink)
+    run_until(shipper, lambda: len(sink.accepted) == 40 and not shipper._dirty)
+    [segment] = list_segments(spool_dir)
+    os.truncate(segment.path, len(b"".join(lines[:10])))  # something cut it back under the tailer's feet
+    more = [b'{"after":%d}\n' % i for i in range(5)]
+    for line in more:
+        writer.append(line)
+    writer.close()
+    shipper.request_rescan()
+    run_until(shipper, lambda: not list_segments(spool_dir))
+    shipper.close()
+    assert shipper.metrics.segments_shrunk._value.get() == 1
+    assert any(r.levelname == "ERROR" and "shrank below its read offset" in r.message for r in caplog.records)
+    assert sink.accepted[40:] == lines[:10] + more, "what the file holds now is shipped from its first byte"
+
+
+def test_exit_when_empty_ships_sealed_and_orphaned_segments_from_the_checkpoint_then_returns_0(spool_dir):
+    from spooler import CheckpointStore
+
+    _, sealed = write_lines(spool_dir, "s", 100)
+    orphan = spool_dir / "gone_w0_p1_x-00000001.active"
+    orphan.write_bytes(b'{"o":1}\n{"o":2}\n{"o":3}\n')
+    [first] = [s for s in list_segments(spool_dir) if s.name.writer == "s"][:1]
+    covered = len(b"".join(sealed[:30]))
+    with CheckpointStore(spool_dir) as store:
+        store.save({first.segment_id: covered, orphan.name[:-len(".active")]: 8})
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, exit_when_empty=True)
+    assert shipper.run(threading.Event()) == 0
+    assert not list_segments(spool_dir, probe=False) and read_checkpoint(spool_dir) == {}
+    assert sorted(sink.accepted) == sorted(sealed[30:] + [b'{"o":2}\n', b'{"o":3}\n'])
+
+
+def test_exit_when_empty_waits_for_a_live_writer_to_seal(spool_dir):
+    writer, lines = write_lines(spool_dir, "live", 10, seal=False, segment_bytes=10**9)
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, exit_when_empty=True)
+    result = []
+    runner = threading.Thread(target=lambda: result.append(shipper.run(threading.Event())))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while len(sink.accepted) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert runner.is_alive(), "an active segment keeps it running"
+    writer.close()
+    shipper.request_rescan()
+    runner.join(30)
+    assert result == [0] and sink.accepted == lines
+
+
+def test_one_step_reads_a_bounded_amount_whatever_the_number_of_keys(spool_dir):
+    """Defect 7: open aggregates count toward the memory bound (4,096 keys, largest aggregates)."""
+    from tailer.packing import OPEN_AGGREGATES_MAX_BYTES
+
+    pad = b"p" * 900
+    writer = SpoolWriter(WriterConfig(spool_dir, "keys", segment_bytes=10**9, min_free_bytes=0,
+                                      fsync=FsyncPolicy.NEVER))
+    for i in range(4096 * 6):
+        writer.append(b'{"u":"user-%d","p":"%s"}\n' % (i % 4096, pad))
+    writer.close()
+    sink = FakeSink()
+    sink.gate.clear()  # Kinesis hangs: nothing is acknowledged, so everything read stays in memory
+    shipper = make_shipper(spool_dir, sink, aggregate=True, partition_key="field:u",
+                           aggregate_max_bytes=MAX_RECORD_BYTES - 1024, concurrency=2)
+    for _ in range(200):
+        shipper.ship_once()
+    read = sum(p.read for p in shipper._progress.values())
+    held = shipper._packer.open_bytes() + sum(b.nbytes for b in shipper._ready)
+    assert shipper._packer.open_bytes() <= OPEN_AGGREGATES_MAX_BYTES + shipper.config.read_bytes * 2
+    assert read <= OPEN_AGGREGATES_MAX_BYTES + 6 * shipper.config.read_bytes, f"read {read >> 20} MiB"
+    assert held <= OPEN_AGGREGATES_MAX_BYTES + 4 * shipper.config.read_bytes
+    sink.gate.set()
+    shipper.close()
+
+
+class ReshardingSink(FakeSink):
+    """Places records by their key's hash on the *current* shards, as Kinesis does; ``split()`` splits shard-0."""
+
+    def __init__(self):
+        super().__init__()
+        self.shards = self._layout([(0, 2**127 - 1, "shard-0"), (2**127, 2**128 - 1, "shard-1")])
+        self.landed: list[tuple[str, bytes]] = []
+        self.listing_fails = False
+
+    @staticmethod
+    def _layout(ranges, closed=()):
+        return [{"ShardId": sid, "HashKeyRange": {"StartingHashKey": str(lo), "EndingHashKey": str(hi)},
+                 "SequenceNumberRange": {"StartingSequenceNumber": "1",
+                                         **({"EndingSequenceNumber": "9"} if sid in closed else {})}}
+                for lo, hi, sid in ranges]
+
+    def split(self):
+        self.shards = self._layout([(0, 2**127 - 1, "shard-0"), (2**127, 2**128 - 1, "shard-1"),
+                                    (0, 2**126 - 1, "shard-2"), (2**126, 2**127 - 1, "shard-3")],
+                                   closed={"shard-0"})
+
+    def list_shards(self):
+        if self.listing_fails:
+            raise Unavailable("ListShards failing", code="HTTP500")
+        return list(self.shards)
+
+    def put_records(self, records):
+        from tailer.shardmap import ShardMap
+
+        current = ShardMap(lambda: list(self.shards))
+        current.refresh()
+        placed = []
+        with self._lock:
+            for data, key, _ in records:
+                shard = current.shard_for(key)
+                placed.append(shard)
+                self.landed.append((shard, data))
+                self.accepted.append(data)
+        return PutResult(placed=placed)
+
+
+@pytest.mark.parametrize("listing", ["works", "fails"])
+def test_aggregates_that_land_on_a_child_shard_after_a_split_have_their_stray_lines_sent_again(spool_dir, listing):
+    """Defect 6: until the map refreshes, aggregates carry lines whose keys the child shard does not own.
+    If ListShards then fails, the lines go again aggregated per key (right without a map)."""
+    from tailer.kpl import deaggregate
+    from tailer.shardmap import ShardMap, hash_key
+
+    sink = ReshardingSink()
+    shard_map = ShardMap(sink.list_shards)
+    writer = SpoolWriter(WriterConfig(spool_dir, "k", segment_bytes=10**9, min_free_bytes=0, fsync=FsyncPolicy.NEVER))
+    lines = [b'{"user":"u%d","n":%d}\n' % (i % 200, i) for i in range(3000)]
+    for line in lines[:1000]:
+        writer.append(line)
+    shipper = Shipper(TailerConfig(spool_dir, "s", aggregate=True, partition_key="field:user", linger_seconds=0.01,
+                                   checkpoint_interval_seconds=0, max_backoff_seconds=0.01), sink,
+                      shard_map=shard_map)
+    _SHIPPERS.append(shipper)
+    run_until(shipper, lambda: len(sink.accepted) > 0 and shard_map.refreshes == 1)
+    run_until(shipper, lambda: not shipper._packer.pending_since and not shipper._inflight)
+    sink.split()  # the map the packer holds is now stale for shard-0's keys
+    sink.listing_fails = listing == "fails"
+    for line in lines[1000:]:
+        writer.append(line)
+    writer.close()
+    shipper.request_rescan()
+    run_until(shipper, lambda: not list_segments(spool_dir))
+    shipper.close()
+    ranges = {s["ShardId"]: (int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]))
+              for s in sink.shards}
+    owned = set()
+    for shard, data in sink.landed:
+        lo, hi = ranges[shard]
+        owned.update(line for key, line in deaggregate(data) if lo <= hash_key(key) <= hi)
+    assert owned == set(lines), f"{len(set(lines) - owned)} lines have no copy on a shard that owns their key"
+    assert shipper.metrics.misplaced._value.get() > 0, "the split was noticed from the ShardIds"

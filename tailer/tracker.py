@@ -1,0 +1,234 @@
+"""The segments the shipper follows, what the checkpoint says about them, and deleting finished ones.
+
+Invariants:
+- The checkpoint only covers lines the sink acknowledged (or dead letters), over
+  a contiguous prefix per segment; it is written atomically. A checkpoint entry
+  is kept until its segment is known to be gone: a listing that misses a file
+  mid-rename (readdir may show neither name) never drops its offset.
+- A segment is deleted (or archived) only when it is sealed and the checkpoint
+  *on disk* says every byte of it is acknowledged — or it is sealed and empty.
+- A segment that shrinks below what was already read is reported loudly
+  (error log, ``spoolship_tailer_segments_shrunk_total``) and shipped again
+  from byte 0: duplicates, never a loss.
+
+Every spool operation goes through :class:`tailer.spoolio.GuardedSpool`, so an
+I/O error postpones that operation and never stops the loop. Not thread-safe:
+the shipper's loop owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from spooler import CheckpointStore, Segment, SegmentState
+
+from .config import TailerConfig
+from .metrics import TailerMetrics
+from .progress import SegmentProgress
+from .spoolio import FAILED, MISSING, GuardedSpool
+
+__all__ = ["SegmentTracker"]
+
+log = logging.getLogger(__name__)
+ARCHIVE_PRUNE_SECONDS = 60.0
+
+
+class SegmentTracker:
+    def __init__(self, config: TailerConfig, metrics: TailerMetrics, io: GuardedSpool) -> None:
+        self.config = config
+        self._metrics = metrics
+        self._io = io
+        self._dir = config.spool_dir
+        self._store = CheckpointStore(self._dir)  # raises CheckpointLocked for a second tailer
+        self._carried: dict[str, int] = dict(self._store.offsets)  # saved offsets of segments not tracked yet
+        self.progress: dict[str, SegmentProgress] = {}
+        self.dirty = False
+        self.last_checkpoint = time.monotonic()
+        self._last_prune = float("-inf")
+
+    # -- listing -----------------------------------------------------------------------------
+
+    def rescan(self) -> bool:
+        """Bring the tracked segments in line with the directory; False if it could not be listed."""
+        segments = self._io.run("list", "", self._io.ops.list_segments, self._dir)
+        if segments is FAILED:
+            return False
+        seen = set()
+        for segment in segments:
+            if segment.state is SegmentState.ORPHANED:
+                segment = self._seal_orphan(segment)
+                if segment is None:
+                    continue
+            seen.add(segment.segment_id)
+            progress = self.progress.get(segment.segment_id)
+            if progress is None:
+                self._track(segment)
+                continue
+            progress.segment = segment
+            if segment.size < progress.read:
+                self.shrunk(progress, segment.size)
+        for segment_id in [s for s in self.progress if s not in seen]:
+            self._maybe_forget(segment_id)
+        for segment_id in [s for s in self._carried if s not in seen]:
+            if not self._still_there(segment_id):
+                del self._carried[segment_id]
+                self.dirty = True
+        self.update_gauges()
+        return True
+
+    def _seal_orphan(self, segment: Segment) -> Segment | None:
+        sealed = self._io.run("seal_orphan", segment.segment_id, self._io.ops.seal_orphan, segment, missing_ok=True)
+        if not sealed:  # not an orphan any more, gone, or the rename failed (retried later)
+            return None
+        log.warning("orphaned segment sealed", extra={"segment": segment.segment_id, "bytes": sealed.size})
+        return sealed
+
+    def _still_there(self, segment_id: str) -> bool:
+        for suffix in (".active", ".ndjson"):
+            if self._io.run("list", segment_id, self._io.ops.exists, self._dir / (segment_id + suffix)) is not False:
+                return True  # it exists, or we cannot tell (FAILED): keep it
+        return False
+
+    def _maybe_forget(self, segment_id: str) -> None:
+        if self._still_there(segment_id):
+            return  # renamed while the directory was read (readdir may then miss it): still here
+        progress = self.progress.pop(segment_id)
+        progress.close_fd()
+        self.dirty = True
+        if progress.acked < progress.segment.size:
+            log.error("segment vanished before it was shipped", extra={
+                "segment": segment_id, "bytes_unshipped": progress.segment.size - progress.acked})
+
+    def _track(self, segment: Segment) -> None:
+        acked = self._carried.pop(segment.segment_id, 0)  # the last checkpoint saved
+        if acked > segment.size:
+            self._metrics.segments_shrunk.inc()
+            log.error("checkpoint is past the end of its segment; shipping it again from the start",
+                      extra={"segment": segment.segment_id, "checkpoint": acked, "size": segment.size})
+            acked = 0
+            self.dirty = True
+        progress = SegmentProgress(segment, acked=acked, read=acked)
+        if acked < segment.size:
+            progress.unshipped_since = segment.mtime
+        self.progress[segment.segment_id] = progress
+
+    def shrunk(self, progress: SegmentProgress, size: int) -> None:
+        """The file is shorter than what was read from it: say so loudly, ship it again from 0."""
+        self._metrics.segments_shrunk.inc()
+        log.error("segment shrank below its read offset; shipping it again from the start",
+                  extra={"segment": progress.segment_id, "read_offset": progress.read, "size": size,
+                         "acked": progress.acked})
+        progress.restart()
+        progress.unshipped_since = time.time()
+        self.dirty = True
+
+    def open(self, progress: SegmentProgress) -> int | None:
+        """The segment's descriptor, or None (gone: a rescan is due; or failing: retried later)."""
+        if progress.fd < 0:
+            fd = self._io.run("read", progress.segment_id, self._io.ops.open_segment, progress.segment.path,
+                              missing_ok=True)
+            if fd is FAILED or fd is MISSING:
+                return None
+            progress.fd = fd
+        return progress.fd
+
+    def next_per_writer(self) -> list[SegmentProgress]:
+        """Per writer, the first segment that still has bytes to read (or may grow)."""
+        chosen: dict[str, SegmentProgress] = {}
+        for progress in sorted(self.progress.values(), key=lambda p: (p.segment.name.writer, p.segment.name.seq)):
+            writer = progress.segment.name.writer
+            if writer in chosen:
+                continue
+            if progress.is_final and progress.read >= progress.segment.size:
+                progress.close_fd()
+                continue
+            chosen[writer] = progress
+        return list(chosen.values())
+
+    # -- acknowledgements, checkpoint, deletion ----------------------------------------------
+
+    def advance(self, segment_id: str, size_now: int | None = None) -> None:
+        progress = self.progress.get(segment_id)
+        if progress is None:
+            return
+        before = progress.acked
+        if progress.advance():
+            self._metrics.bytes_shipped.inc(progress.acked - before)
+            self.dirty = True
+            if progress.acked >= (size_now if size_now is not None else progress.segment.size):
+                progress.unshipped_since = None
+
+    def maybe_checkpoint(self, now: float, *, force: bool = False) -> None:
+        if not self.dirty or (not force and now - self.last_checkpoint < self.config.checkpoint_interval_seconds):
+            return
+        offsets = {**self._carried, **{sid: p.acked for sid, p in self.progress.items()}}
+        if self._io.run("checkpoint", "", self._io.ops.save_checkpoint, self._store, offsets) is FAILED:
+            return  # stays dirty; retried after the backoff; nothing is deleted on the old checkpoint's word
+        self.dirty = False
+        self.last_checkpoint = now
+        self._metrics.checkpoints.inc()
+        self.update_gauges()
+
+    def checkpoint_due_at(self) -> float:
+        due = self.last_checkpoint + self.config.checkpoint_interval_seconds
+        return max(due, self._io.retry_at("checkpoint"))
+
+    def delete_finished(self) -> None:
+        saved = self._store.offsets
+        for segment_id, progress in list(self.progress.items()):
+            size = progress.segment.size
+            if not progress.is_done() or (size and saved.get(segment_id) != size):
+                continue
+            progress.close_fd()
+            if self._io.run("delete", segment_id, self._remove, progress.segment, missing_ok=True) is FAILED:
+                continue  # kept and tracked; tried again after the backoff
+            self._io.forget("delete", segment_id)
+            del self.progress[segment_id]
+            self.dirty = True
+            self._metrics.segments_deleted.inc()
+            log.info("segment shipped", extra={"segment": segment_id, "bytes": size,
+                                               "archived": self.config.archive_dir is not None})
+        self._prune_archive()
+
+    def _remove(self, segment: Segment) -> None:
+        if self.config.archive_dir is not None:
+            self._io.ops.archive_segment(segment.path, self.config.archive_dir, compress=self.config.archive_gzip)
+        else:
+            self._io.ops.delete_segment(segment.path)
+
+    def _prune_archive(self) -> None:
+        config = self.config
+        if config.archive_dir is None or time.monotonic() - self._last_prune < ARCHIVE_PRUNE_SECONDS:
+            return
+        removed = self._io.run("prune_archive", "", self._io.ops.prune_archive, config.archive_dir,
+                               max_bytes=config.archive_max_bytes, max_age_seconds=config.archive_max_age_seconds)
+        if removed is FAILED:
+            return  # tried again after the backoff, not a minute later
+        self._last_prune = time.monotonic()
+        if removed:
+            log.info("archive pruned", extra={"files": len(removed)})
+
+    # -- state -------------------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        """Nothing tracked, nothing carried, no segment file left (and we could look)."""
+        if self.progress or self._carried or self.dirty:
+            return False
+        segments = self._io.run("list", "", self._io.ops.list_segments, self._dir, probe=False)
+        return segments is not FAILED and not segments
+
+    def bytes_behind(self) -> int:
+        return sum(max(0, p.segment.size - p.acked) for p in self.progress.values())
+
+    def update_gauges(self) -> None:
+        self._metrics.segments.set(len(self.progress))
+        self._metrics.bytes_behind.set(self.bytes_behind())
+        waiting = [p.unshipped_since for p in self.progress.values() if p.unshipped_since is not None]
+        self._metrics.oldest_age.set(max(0.0, time.time() - min(waiting)) if waiting else 0.0)
+
+    def close(self) -> None:
+        for progress in self.progress.values():
+            progress.close_fd()
+        self._store.close()
+
