@@ -128,6 +128,7 @@ def throughput_phase(server, work, name, body, events_per_request, seconds, tail
         "accepted_events_per_s": round(result["rps"] * events_per_request),
         "sustained_events_per_s": round(accepted / (done - start_at)),
         "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "wrk_cpu_cores": result["wrk_cpu_cores"],
+        "socket_errors": result["socket_errors_by_kind"],
         "receiver_cpu_cores": round(sum(r.get("receiver_cpu", 0) for r in busy) / max(1, len(busy)), 2),
         "tailer_cpu_cores": round(sum(r.get("tailer_cpu", 0) for r in busy) / max(1, len(busy)), 2),
         "receiver_peak_rss_mib": max((r.get("receiver_rss_mib", 0) for r in series), default=0),

@@ -68,10 +68,12 @@ def parse_wrk(out: str) -> dict:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non_2xx = int(non2xx.group(1)) if non2xx else 0
+    kinds = dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True)) if errors \
+        else dict.fromkeys(("connect", "read", "write", "timeout"), 0)
     return {
         "requests": requests, "seconds": round(seconds, 3), "non_2xx": non_2xx, "accepted": requests - non_2xx,
         "rps": round(requests / seconds, 1) if seconds else 0.0,
-        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        "socket_errors": sum(kinds.values()), "socket_errors_by_kind": kinds,
         "p50_ms": pct("50"), "p99_ms": pct("99"),
     }
 
@@ -99,11 +101,15 @@ def _run(script: str, port: int, seconds: float, connections: int, path: str) ->
 
 def wrk(port: int, body: bytes, seconds: float, connections: int, *, expect_2xx: bool = True,
         path: str = "/v1/events") -> dict:
-    """Closed-loop POSTs as fast as answered; a throughput run with any non-2xx answer is an error."""
+    """Closed-loop POSTs as fast as answered.
+
+    A non-2xx answer in a throughput run is a broken set-up (an error); socket errors
+    (wrk's 2 s timeouts on a stalled machine, resets) are counted for the verdicts.
+    """
     result = _run(POST_LUA % body.decode(), port, seconds, connections, path)
-    if expect_2xx and (result["non_2xx"] or result["socket_errors"]):
-        raise RuntimeError(f"{result['non_2xx']} non-2xx answers and {result['socket_errors']} socket errors "
-                           "in a throughput run: the numbers would be meaningless")
+    if expect_2xx and result["non_2xx"]:
+        raise RuntimeError(f"{result['non_2xx']} non-2xx answers in a throughput run: the numbers would be "
+                           "meaningless")
     return result
 
 

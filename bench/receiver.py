@@ -131,7 +131,8 @@ def figures(args, rounds: dict[str, list[dict]], best: dict[str, dict], memory: 
         return {"workers": workers, "events per request": per_request, "connections": args.connections,
                 "waitress threads": args.threads, "seconds per round": args.seconds, "rounds": args.rounds,
                 "cores": os.cpu_count(),
-                "wrk CPU": max(r["wrk_cpu_cores"] for name in names for r in rounds[name])}
+                "wrk CPU": max(r["wrk_cpu_cores"] for name in names for r in rounds[name]),
+                "socket errors": sum(r["socket_errors"] for name in names for r in rounds[name])}
 
     two_cores = load("receiver_2w", "receiver_1w", workers=2, per_request=1)
     two_cores["CPU of other processes"] = max(best["receiver_2w"]["others_cpu_cores"],

@@ -67,10 +67,12 @@ def verdict_rows(docs: dict, failures: dict) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], env: dict, quick: bool) -> str:
+def table(rows: list[dict], env: dict, quick: bool, names: list[str]) -> str:
+    not_run = [name for name in BENCHES if name not in names]
     head = [f"Machine: {env['cores']} cores ({env['cpu_model']}), Python {env['python']}, "
             f"python reference {env['python_reference_mops']} Mops/s, commit {str(env.get('git_commit'))[:12]}"
             + (" — QUICK RUN: figures are not measured at the targets" if quick else ""), "",
+            f"Run in this invocation: {', '.join(names)}" + (f"; not run: {', '.join(not_run)}" if not_run else ""), "",
             "| target | conditions reached [as the target states them] | figure | same-run baseline | verdict |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
         base = r.get("baseline")
@@ -105,15 +107,16 @@ def main() -> None:
     if "end_to_end" in outcome["docs"] and not args.quick:  # docs/img shows full runs only
         subprocess.run([sys.executable, "bench/plots.py"], cwd=ROOT, check=True)
     rows = verdict_rows(outcome["docs"], outcome["failures"])
-    latest = {"environment": env, "quick": args.quick, "benches": outcome["docs"], "failed": outcome["failures"],
+    latest = {"environment": env, "quick": args.quick, "run": names, "benches": outcome["docs"],
+              "failed": outcome["failures"],
               "verdicts": rows}
     stem = "quick" if args.quick else "latest"  # a quick run never overwrites the last full run's tables
     (RESULTS / f"{stem}.json").write_text(json.dumps(latest, indent=1, sort_keys=True) + "\n")
-    (RESULTS / f"{stem}.md").write_text(table(rows, env, args.quick))
+    (RESULTS / f"{stem}.md").write_text(table(rows, env, args.quick, names))
     print()
     for r in rows:
         print(r.get("line") or f"{r['status'].upper():<27} {r['what']} {r['stated']}: no figure — {r['reason']}")
-    print(table(rows, env, args.quick).splitlines()[-1])
+    print(table(rows, env, args.quick, names).splitlines()[-1])
     print(f"written: {RESULTS / (stem + '.json')}, {RESULTS / (stem + '.md')}")
     sys.exit(1 if outcome["failures"] else 0)
 

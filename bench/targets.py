@@ -24,6 +24,7 @@ TWO_CORES_FREE = Need("CPU of other processes", "<=", 0.25, "cores")
 _RECEIVER_LOAD = (
     Need("connections", "==", 32), Need("waitress threads", "==", 8),
     Need("seconds per round", ">=", 5, "s"), Need("rounds", ">=", 3), WRK_NOT_SATURATED,
+    Need("socket errors", "==", 0),
 )
 _TAILER_RUN = (Need("lines", ">=", 1_000_000), Need("line size", "==", 200, "bytes"), Need("shards", "==", 4))
 _BACKLOG = (Need("backlog on disk", ">=", 1024, "MiB"),)

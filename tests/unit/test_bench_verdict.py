@@ -143,6 +143,7 @@ Transfer/sec:    148.20KB
 def test_wrk_summary_is_parsed_with_units():
     r = parse_wrk(WRK_OUTPUT)
     assert (r["requests"], r["seconds"], r["non_2xx"], r["accepted"], r["socket_errors"]) == (20003, 20.01, 3, 20000, 3)
+    assert r["socket_errors_by_kind"] == {"connect": 0, "read": 1, "write": 0, "timeout": 2}
     assert r["p50_ms"] == pytest.approx(1.85) and r["p99_ms"] == pytest.approx(1200.0)
 
 
@@ -177,7 +178,7 @@ def _script_figures() -> dict[str, dict]:
 
     from bench import end_to_end, receiver, spool_append, tailer
 
-    wrk_run = {"rps": 3000.0, "wrk_cpu_cores": 0.05, "others_cpu_cores": 0.1, "rss_mib": 35.0}
+    wrk_run = {"rps": 3000.0, "wrk_cpu_cores": 0.05, "others_cpu_cores": 0.1, "rss_mib": 35.0, "socket_errors": 0}
     rounds = {name: [dict(wrk_run)] * 3 for name in ("bare", "receiver_1w", "receiver_2w", "bare_batch", "batch_1w")}
     best = {name: runs[0] for name, runs in rounds.items()}
     memory = {"events_accepted": 1_500_000, "rss_mib_after_load": 38.0, "rss_mib_while_503": 38.0, "refused_at_cap": 9}
