@@ -72,6 +72,16 @@ image-prepare: setup image-tools
 image-clean:
 	@if [ -d .tools/image ]; then $(PYTHON) deploy/podman/image.py clean; fi
 
+# Benchmarks (docs/performance.md): every target judged met / not met / not measured at the target,
+# written to bench/results/latest.json and latest.md. wrk (a C load generator) comes from the
+# distribution when missing. BENCH_ARGS=--quick tries the machinery in a few minutes (its figures
+# are "not measured at the target"); BENCH_ARGS=receiver runs one benchmark.
+BENCH_ARGS ?=
+bench: setup kinesalite
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		(echo "install wrk to run the benchmarks" && exit 1)
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
 # The image's dependency locks (deploy/Containerfile installs them with pip --require-hashes), made from
 # pyproject.toml by a pinned uv: every platform, Python 3.11, a hash for every file. Run after changing
 # a pin; tests/unit/test_lock.py fails while a lock and pyproject.toml disagree.

@@ -208,7 +208,19 @@ def main() -> None:
         "min_estimate_over_peak": round(min(min(r["decode_estimate"] / r["decode_peak"],
                                                 r["serialize_estimate"] / r["serialize_peak"]) for r in rows), 2),
         "shapes": rows,
-    })
+    }, figures(rows, size))
+
+
+def figures(rows: list[dict], size: int) -> dict:
+    """The worst estimate/peak over every shape, against the worst shape's measured peak per byte."""
+    from bench.verdict import Baseline
+
+    ratio = min(min(r["decode_estimate"] / r["decode_peak"], r["serialize_estimate"] / r["serialize_peak"])
+                for r in rows)
+    worst = max(max(r["decode_peak"], r["serialize_peak"]) / r["body_bytes"] for r in rows)
+    return {"parse_memory.estimate_over_peak": (
+        {"shapes": len(rows), "body size": round(size / 2**20, 2)}, round(ratio, 3),
+        Baseline("measured peak bytes per body byte, worst shape (kernel high-water mark)", round(worst, 2)))}
 
 
 if __name__ == "__main__":
