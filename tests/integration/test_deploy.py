@@ -27,7 +27,7 @@ from receiver.validation import EventValidator
 from spooler import parse_duration, parse_size
 from spoolship.cli import main as spoolship_main
 from spoolship.local_kinesis import build_parser
-from spoolship.rescue import COMPONENT, drain_job, drain_job_name
+from spoolship.drain_job import COMPONENT, configmaps_referenced, drain_job, drain_job_name
 from tailer.metrics import MetricsServer, TailerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,9 +111,13 @@ def ingest_labels(objects: list[dict]) -> dict:
 
 
 def planned_drain_job(objects: list[dict]) -> dict:
+    """The drain Job the rescue would create for ordinal 5, from the rendered StatefulSet and ConfigMaps."""
     sts = workload(objects)
     sts["metadata"]["generation"] = 3
-    return drain_job(sts, f"spool-{sts['metadata']['name']}-5", 5, claim_template="spool", container="tailer")
+    configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    assert set(configmaps_referenced(sts, "tailer")) <= set(configmaps)
+    return drain_job(sts, f"spool-{sts['metadata']['name']}-5", 5, claim_template="spool", container="tailer",
+                     configmaps=configmaps)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -243,7 +247,7 @@ def test_rescue_rbac_is_least_privilege_and_only_the_rescue_has_a_token(rendered
 def test_the_drain_job_for_the_rendered_statefulset_is_accepted_by_the_real_tail_command(rendered, tmp_path):
     _overlay, objects = rendered
     job = planned_drain_job(objects)
-    assert job["metadata"]["name"] == drain_job_name("spoolship", 5, 3)
+    assert job["metadata"]["name"] == drain_job_name("spoolship", 5)
     [tailer] = job["spec"]["template"]["spec"]["containers"]
     tail = spoolship_main.get_command(click.Context(spoolship_main), "tail")
     assert "exit_when_empty" in {p.name for p in tail.params}, "the drain Job's mode exists"
