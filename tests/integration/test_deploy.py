@@ -611,8 +611,20 @@ def test_alerts_name_the_claims_jobs_and_cronjob_that_exist():
     job = planned_drain_job(objects)
     claim = job["metadata"]["labels"]["spoolship.io/drain-claim"]
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {"SpoolshipSpoolClaimStranded", "SpoolshipDrainJobFailed", "SpoolshipRescueNotRunning"} <= set(alerts)
+    assert {"SpoolshipSpoolClaimStranded", "SpoolshipDrainFailing", "SpoolshipDrainRefused",
+            "SpoolshipRescueNotRunning"} <= set(alerts)
+    # Pod names as the API makes them: the StatefulSet's ordinals, a drain Job's pods (`<job>-<5 chars>`),
+    # a rescue run's pods (`<cronjob>-<time>-<5 chars>`).
+    ingest_pod = f"{workload(objects)['metadata']['name']}-3"
+    drain_pod = f"{job['metadata']['name']}-x7k2q"
+    rescue_pod = f"{cron['metadata']['name']}-29000000-ab12c"
     for r in alerts.values():
+        for value in re.findall(r'pod=~"([^"]+)"', r["expr"]):
+            hits = {kind for kind, name in (("ingest", ingest_pod), ("drain", drain_pod), ("rescue", rescue_pod))
+                    if re.fullmatch(value, name)}
+            assert hits in ({"ingest"}, {"drain"}, {"ingest", "drain", "rescue"}), (r["alert"], value, hits)
+        for value in re.findall(r'statefulset="([^"]+)"', r["expr"]):
+            assert value == workload(objects)["metadata"]["name"]
         for value in re.findall(r'namespace="([^"]+)"', r["expr"]):
             assert value == namespace
         for value in re.findall(r'job_name=~"([^"]+)"', r["expr"]):
