@@ -1,7 +1,7 @@
 """The few Kubernetes API calls the rescue needs, over HTTPS with the standard library only.
 
-Why not the official client: it pulls in a large dependency tree for four calls (get, list, create,
-delete) made once a minute. This speaks the API's JSON over ``http.client`` with the pod's service-account
+Why not the official client: it pulls in a large dependency tree for five calls (get, list, create,
+patch, delete) made once a minute. This speaks the API's JSON over ``http.client`` with the pod's service-account
 token and the cluster CA, and translates every failure into one small hierarchy in one place
 (``_request``)::
 
@@ -86,11 +86,16 @@ class KubeClient:
     def create(self, path: str, body: dict) -> dict:
         return self._request("POST", path, body)
 
+    def patch(self, path: str, body: dict) -> dict:
+        """A JSON merge patch (RFC 7386): keys set to None are removed."""
+        return self._request("PATCH", path, body, content_type="application/merge-patch+json")
+
     def delete(self, path: str, propagation: str = "Background") -> dict:
         return self._request("DELETE", path, {"kind": "DeleteOptions", "apiVersion": "v1",
                                               "propagationPolicy": propagation})
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, body: dict | None = None,
+                 content_type: str = "application/json") -> dict:
         url = urllib.parse.urlsplit(self.base_url)
         headers = {"Accept": "application/json", "User-Agent": "spoolship-rescue"}
         if self.token_file is not None:
@@ -101,7 +106,7 @@ class KubeClient:
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         if url.scheme == "https":
             conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=self.timeout_seconds,
                                                context=self.ssl_context)

@@ -2,166 +2,210 @@
 
 A StatefulSet scaled from N to M pods keeps the claims of ordinals M..N-1 (``whenScaled: Retain``), and
 whatever their tailers could not ship before the grace period ended stays on them. The rescue runs, for
-each such claim, a *drain Job*: the StatefulSet's own tailer container, mounting that claim, in a mode
-that exits 0 once the spool is empty and checkpointed. This module only decides; ``spoolship.kube``
-talks to the API and ``spoolship rescue`` joins the two. Everything here is a pure function of the
-objects as the API returns them (dicts), so every case is a unit test on fixture JSON.
+each such claim, a *drain Job* (``spoolship.drain_job``): the StatefulSet's own tailer container, mounting
+that claim, in a mode that exits 0 once the spool is empty and checkpointed. This module only decides;
+``spoolship.kube`` talks to the API and ``spoolship rescue`` joins the two. Everything here is a pure
+function of the objects as the API returns them (dicts), so every case is a unit test on fixture JSON.
+
+**When is a claim drained?** When a drain succeeded and no pod has written to the claim since. The rescue
+cannot see pods that came and went between two of its passes, but it can see every change of the
+StatefulSet's spec: ``metadata.generation`` goes up by one per change. So it keeps, on each unserved claim,
+the annotation ``UNSERVED_ANNOTATION`` = ``<statefulset uid>/<first>-<last>``: the generations through
+which it has seen the ordinal unserved without a gap. A pass at generation G extends the streak when the
+last one it recorded is G or G-1 (the one change since is the one it sees now, and it does not serve the
+ordinal); otherwise some spec it never saw might have served the ordinal, and the streak starts again at G.
+A claim is drained when its streak holds and it carries ``DRAINED_LABEL`` (set by the pass that saw a drain
+succeed), or a drain Job created within the streak succeeded. So an HPA step or a rollout does not re-drain
+every retained claim; only a gap (two spec changes between passes, a StatefulSet re-created) does.
 
 Rules, per claim ``<template>-<statefulset>-<ordinal>``:
 
 - ordinal served (``start <= ordinal < start + replicas``): the StatefulSet owns it. Any drain Job for it
-  is deleted (the ordinal came back: the tailer drains on SIGTERM and the new pod attaches).
+  is deleted (the tailer drains on SIGTERM and the new pod attaches), and the drained mark is removed.
 - claim being deleted: left alone.
-- a drain Job for it is still running (any generation): wait for it. At most one drain per claim.
-- a pod still mounts it (a scaled-down pod in its grace period, a drain pod still terminating): wait.
-- a drain Job that succeeded at the StatefulSet's current ``metadata.generation``: drained, nothing to
-  do. The generation changes with every change of ``spec.replicas``, so an ordinal that came back and
-  left again (between two runs) is drained again; on an empty spool that takes seconds.
-- a finished drain Job of another generation, or a failed one: deleted; a new one is started once no
+- a drain Job for it is running: wait, unless the Job's template is out of date (another image, args or
+  environment): then it is deleted, and a current one starts once it is gone. At most one drain per claim.
+- drained (above): nothing to do; other finished drain Jobs for it are deleted.
+- a drain the image refused (``podFailurePolicy``: the tailer exited 2, a usage error) with the current
+  template: kept, so its failure stays visible (alert ``SpoolshipDrainRefused``), and not started again
+  until the template changes.
+- other finished drain Jobs (failed, or succeeded before the streak): deleted; a new drain starts once no
   Job for the claim is left.
-- otherwise: start a drain Job named ``<statefulset>-drain-<ordinal>-g<generation>``.
+- a pod still mounts it (a scaled-down pod in its grace period, a drain pod still terminating, a pod stuck
+  terminating on a lost node): wait.
+- otherwise: start a drain Job.
 
 Thread-safety: pure functions over their arguments.
 """
 
 from __future__ import annotations
 
-import copy
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from .drain_job import (
+    CLAIM_LABEL,
+    COMPONENT,
+    DEFAULT_BACKOFF_LIMIT,
+    DEFAULT_TAIL_ARGS,
+    GENERATION_ANNOTATION,
+    TEMPLATE_HASH_ANNOTATION,
+    DrainJobError,
+    drain_job,
+)
 
 __all__ = [
     "CLAIM_LABEL",
     "COMPONENT",
     "DEFAULT_BACKOFF_LIMIT",
     "DEFAULT_TAIL_ARGS",
+    "DRAINED_LABEL",
     "GENERATION_ANNOTATION",
+    "UNSERVED_ANNOTATION",
     "RescueError",
     "RescuePlan",
-    "drain_job",
-    "drain_job_name",
+    "claim_pattern",
+    "is_served",
     "plan_rescue",
 ]
 
-CLAIM_LABEL = "spoolship.io/drain-claim"
-GENERATION_ANNOTATION = "spoolship.io/statefulset-generation"
-COMPONENT = "drain"
-# The tailer mode that ships until the spool is empty, then exits 0 (not `replay`: it ignores the checkpoint).
-DEFAULT_TAIL_ARGS = ("--exit-when-empty",)
-DEFAULT_BACKOFF_LIMIT = 10
-# Copied from the StatefulSet's pod template into a drain pod: who it runs as and where it may run.
-POD_FIELDS = ("serviceAccountName", "automountServiceAccountToken", "securityContext", "nodeSelector",
-              "tolerations", "priorityClassName", "imagePullSecrets", "terminationGracePeriodSeconds",
-              "dnsPolicy", "dnsConfig", "runtimeClassName")
-
-
-class RescueError(Exception):
-    """The StatefulSet does not look like one whose claims this can drain (no such container or claim)."""
+DRAINED_LABEL = "spoolship.io/drained"
+UNSERVED_ANNOTATION = "spoolship.io/unserved-generations"
+RescueError = DrainJobError
 
 
 @dataclass(frozen=True)
 class RescuePlan:
-    """What one pass decided: Jobs to create (manifests), Jobs to delete (names), each claim's state."""
+    """What one pass decided: Jobs to create (manifests), Jobs to delete (names), merge patches for claims'
+    metadata (claim name -> {"labels": {...}, "annotations": {...}}, None removes a key), each claim's state."""
 
     create: tuple[dict, ...] = ()
     delete: tuple[str, ...] = ()
+    patch: dict[str, dict] = field(default_factory=dict)
     claims: dict[str, str] = field(default_factory=dict)
 
 
-def drain_job_name(statefulset: str, ordinal: int, generation: int) -> str:
-    return f"{statefulset}-drain-{ordinal}-g{generation}"
+def claim_pattern(statefulset: str, claim_template: str) -> re.Pattern:
+    return re.compile(rf"{re.escape(claim_template)}-{re.escape(statefulset)}-(0|[1-9][0-9]*)")
+
+
+def is_served(statefulset: dict, ordinal: int) -> bool:
+    return ordinal in _served_ordinals(statefulset["spec"])
 
 
 def plan_rescue(statefulset: dict, claims: Iterable[dict], pods: Iterable[dict], jobs: Iterable[dict], *,
-                claim_template: str, container: str, tail_args: Sequence[str] = DEFAULT_TAIL_ARGS,
+                claim_template: str, container: str, configmaps: Mapping[str, dict] | None = None,
+                tail_args: Sequence[str] = DEFAULT_TAIL_ARGS,
                 backoff_limit: int = DEFAULT_BACKOFF_LIMIT) -> RescuePlan:
     """Decide one pass of the rescue from the API's objects (see the module docstring for the rules)."""
     name = statefulset["metadata"]["name"]
-    generation = int(statefulset["metadata"].get("generation", 0))
-    served = _served_ordinals(statefulset["spec"])
-    pattern = re.compile(rf"{re.escape(claim_template)}-{re.escape(name)}-(0|[1-9][0-9]*)")
+    pattern = claim_pattern(name, claim_template)
     users = _claim_users(pods)
     drains: dict[str, list[dict]] = {}
     for job in jobs:
         claim = job["metadata"].get("labels", {}).get(CLAIM_LABEL)
         if claim is not None:
             drains.setdefault(claim, []).append(job)
-    create, delete, states = [], [], {}
+    create, delete, patches, states = [], [], {}, {}
     for claim in claims:
         claim_name = claim["metadata"]["name"]
         match = pattern.fullmatch(claim_name)
         if match is None:
             continue
         ordinal = int(match.group(1))
-        claim_jobs = drains.pop(claim_name, [])
-        state, to_delete, start = _decide(ordinal in served, claim, claim_jobs, users.get(claim_name, ()),
-                                          generation)
-        states[claim_name] = state
-        delete.extend(to_delete)
-        if start:
-            create.append(drain_job(statefulset, claim_name, ordinal, claim_template=claim_template,
-                                    container=container, tail_args=tail_args, backoff_limit=backoff_limit))
+        planned = None  # built only for a claim it may start, so a served claim never needs the ConfigMaps
+        if not is_served(statefulset, ordinal) and not _deleting(claim):
+            planned = drain_job(statefulset, claim_name, ordinal, claim_template=claim_template,
+                                container=container, configmaps=configmaps, tail_args=tail_args,
+                                backoff_limit=backoff_limit)
+        decision = _decide(statefulset, ordinal, claim, drains.pop(claim_name, []), users.get(claim_name, ()),
+                           planned)
+        states[claim_name] = decision.state
+        delete.extend(decision.delete)
+        if decision.patch:
+            patches[claim_name] = decision.patch
+        if decision.start:
+            create.append(planned)
     for leftover in drains.values():  # drain Jobs whose claim is gone
         delete.extend(j["metadata"]["name"] for j in leftover if not _deleting(j))
-    return RescuePlan(create=tuple(create), delete=tuple(delete), claims=states)
+    return RescuePlan(create=tuple(create), delete=tuple(delete), patch=patches, claims=states)
 
 
-def _decide(served: bool, claim: dict, jobs: list[dict], users: Sequence[str],
-            generation: int) -> tuple[str, list[str], bool]:
-    """One claim: (state, Jobs to delete, whether to start a drain Job)."""
+@dataclass(frozen=True)
+class _Decision:
+    state: str
+    delete: tuple[str, ...] = ()
+    patch: dict | None = None
+    start: bool = False
+
+
+def _decide(statefulset: dict, ordinal: int, claim: dict, jobs: list[dict], users: Sequence[dict],
+            planned: dict | None) -> _Decision:
     alive = [j for j in jobs if not _deleting(j)]
-    if served:
-        return ("served", [j["metadata"]["name"] for j in alive], False)
+    names = tuple(j["metadata"]["name"] for j in alive)
+    labels = claim["metadata"].get("labels") or {}
+    annotations = claim["metadata"].get("annotations") or {}
+    if is_served(statefulset, ordinal):
+        clear = _metadata_patch(labels, annotations, drained=False, streak=None)
+        return _Decision("served", names, clear)
     if _deleting(claim):
-        return ("claim-deleting", [], False)
-    if any(_job_state(j) == "running" for j in alive):
-        return ("draining", [], False)
-    current = [j for j in alive if _job_generation(j) == generation]
-    if any(_job_state(j) == "succeeded" for j in current):
-        stale = [j["metadata"]["name"] for j in alive if _job_generation(j) != generation]
-        return ("drained", stale, False)
-    to_delete = [j["metadata"]["name"] for j in alive]  # finished: failed, or of another generation
-    if to_delete or len(alive) < len(jobs):
-        return ("waiting-for-old-job", to_delete, False)
+        return _Decision("claim-deleting")
+    assert planned is not None
+    streak, continuous = _streak(statefulset, annotations.get(UNSERVED_ANNOTATION))
+    current_hash = planned["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION]
+    running = [j for j in alive if _job_state(j) == "running"]
+    succeeded = [j for j in alive if _job_state(j) == "succeeded" and (_job_generation(j) or -1) >= streak[1]]
+    drained = (continuous and labels.get(DRAINED_LABEL) == "true") or bool(succeeded)
+
+    def with_patch(decision: _Decision) -> _Decision:
+        patch = _metadata_patch(labels, annotations, drained=drained and not running, streak=streak)
+        return _Decision(decision.state, decision.delete, patch, decision.start)
+
+    if running:
+        outdated = tuple(j["metadata"]["name"] for j in running if _job_hash(j) != current_hash)
+        return with_patch(_Decision("draining-outdated" if outdated else "draining", outdated))
+    if drained:
+        keep = succeeded[:1]
+        return with_patch(_Decision("drained", tuple(n for n in names if n not in _names(keep))))
+    refused = [j for j in alive if _job_state(j) == "refused" and _job_hash(j) == current_hash]
+    if refused:
+        return with_patch(_Decision("refused-by-image", tuple(n for n in names if n not in _names(refused))))
+    if names or len(alive) < len(jobs):
+        return with_patch(_Decision("waiting-for-old-job", names))
     if users:
-        return ("in-use", [], False)
-    return ("drain-started", [], True)
+        terminating = all(_deleting(p) for p in users)
+        return with_patch(_Decision("in-use-terminating" if terminating else "in-use"))
+    return with_patch(_Decision("drain-started", start=True))
 
 
-def drain_job(statefulset: dict, claim: str, ordinal: int, *, claim_template: str, container: str,
-              tail_args: Sequence[str] = DEFAULT_TAIL_ARGS, backoff_limit: int = DEFAULT_BACKOFF_LIMIT) -> dict:
-    """A Job that runs the StatefulSet's tailer container on one claim until its spool is empty."""
-    name = statefulset["metadata"]["name"]
+def _streak(statefulset: dict, recorded: str | None) -> tuple[tuple[str, int, int], bool]:
+    """(uid, first, last) of the unserved streak after this pass, and whether it continues the recorded one."""
+    uid = str(statefulset["metadata"].get("uid", ""))
     generation = int(statefulset["metadata"].get("generation", 0))
-    template = statefulset["spec"]["template"]
-    pod = template["spec"]
-    found = [c for c in pod.get("containers", []) if c["name"] == container]
-    if not found:
-        raise RescueError(f"statefulset {name} has no container {container!r}")
-    tailer = copy.deepcopy(found[0])
-    tailer["args"] = list(tailer.get("args", [])) + [a for a in tail_args if a not in tailer.get("args", [])]
-    mounted = {m["name"] for m in tailer.get("volumeMounts", [])}
-    if claim_template not in mounted:
-        raise RescueError(f"container {container!r} does not mount the claim template {claim_template!r}")
-    volumes = [copy.deepcopy(v) for v in pod.get("volumes", []) if v["name"] in mounted and v["name"] != claim_template]
-    volumes.append({"name": claim_template, "persistentVolumeClaim": {"claimName": claim}})
-    spec = {key: copy.deepcopy(pod[key]) for key in POD_FIELDS if key in pod}
-    spec.update(containers=[tailer], volumes=volumes, restartPolicy="OnFailure")
-    labels = {key: value for key, value in template.get("metadata", {}).get("labels", {}).items()
-              if key in ("app.kubernetes.io/name", "app.kubernetes.io/part-of")}
-    labels.update({"app.kubernetes.io/component": COMPONENT, CLAIM_LABEL: claim})
-    annotations = {GENERATION_ANNOTATION: str(generation)}
-    pod_metadata = {"labels": dict(labels)}
-    if template.get("metadata", {}).get("annotations"):
-        pod_metadata["annotations"] = copy.deepcopy(template["metadata"]["annotations"])
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": drain_job_name(name, ordinal, generation), "labels": labels,
-                     "annotations": annotations},
-        "spec": {"backoffLimit": backoff_limit, "template": {"metadata": pod_metadata, "spec": spec}},
-    }
+    match = re.fullmatch(r"([^/]*)/([0-9]+)-([0-9]+)", recorded or "")
+    if match and match.group(1) == uid:
+        first, last = int(match.group(2)), int(match.group(3))
+        if first <= last and generation in (last, last + 1):
+            return (uid, first, generation), True
+    return (uid, generation, generation), False
+
+
+def _metadata_patch(labels: dict, annotations: dict, *, drained: bool,
+                    streak: tuple[str, int, int] | None) -> dict | None:
+    """A merge patch that sets the drained label and the streak annotation to what this pass decided."""
+    patch: dict[str, dict] = {}
+    want_label = "true" if drained else None
+    if labels.get(DRAINED_LABEL) != want_label:
+        patch["labels"] = {DRAINED_LABEL: want_label}
+    want_streak = None if streak is None else f"{streak[0]}/{streak[1]}-{streak[2]}"
+    if annotations.get(UNSERVED_ANNOTATION) != want_streak:
+        patch["annotations"] = {UNSERVED_ANNOTATION: want_streak}
+    return patch or None
+
+
+def _names(jobs: Iterable[dict]) -> set[str]:
+    return {j["metadata"]["name"] for j in jobs}
 
 
 def _served_ordinals(spec: dict) -> range:
@@ -170,16 +214,16 @@ def _served_ordinals(spec: dict) -> range:
     return range(start, start + int(1 if replicas is None else replicas))  # the API's default is 1
 
 
-def _claim_users(pods: Iterable[dict]) -> dict[str, list[str]]:
+def _claim_users(pods: Iterable[dict]) -> dict[str, list[dict]]:
     """claim name -> pods that still mount it (any pod not finished, terminating ones included)."""
-    users: dict[str, list[str]] = {}
+    users: dict[str, list[dict]] = {}
     for pod in pods:
         if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
             continue
         for volume in pod.get("spec", {}).get("volumes", []):
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
             if claim:
-                users.setdefault(claim, []).append(pod["metadata"]["name"])
+                users.setdefault(claim, []).append(pod)
     return users
 
 
@@ -188,14 +232,21 @@ def _deleting(obj: dict) -> bool:
 
 
 def _job_generation(job: dict) -> int | None:
-    value = job["metadata"].get("annotations", {}).get(GENERATION_ANNOTATION)
+    value = (job["metadata"].get("annotations") or {}).get(GENERATION_ANNOTATION)
     return int(value) if value is not None and value.isdigit() else None
 
 
+def _job_hash(job: dict) -> str | None:
+    return (job["metadata"].get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
+
+
 def _job_state(job: dict) -> str:
+    """succeeded, refused (the podFailurePolicy's FailJob: the image refused the command), failed, running."""
     for condition in job.get("status", {}).get("conditions", []) or []:
-        if condition.get("status") == "True" and condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
             return "succeeded"
-        if condition.get("status") == "True" and condition.get("type") in ("Failed", "FailureTarget"):
-            return "failed"
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            return "refused" if condition.get("reason") == "PodFailurePolicy" else "failed"
     return "running"

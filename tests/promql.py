@@ -18,7 +18,9 @@ import promql_parser
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["ALERTS", "DASHBOARD", "EXTERNAL_METRICS", "Exposed", "Query", "alert_queries", "check",
+from tests.kube_state_metrics import KUBE_STATE_METRICS, labels_allowed
+
+__all__ = ["ALERTS", "DASHBOARD", "EXTERNAL_METRICS", "SCRAPE_LABELS", "Exposed", "Query", "alert_queries", "check",
            "dashboard_queries", "exposed", "groupings", "parse", "scalar", "selectors"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,17 +32,11 @@ ALERTS = PRODUCTION / "alerts.yaml"
 GRAFANA_DURATIONS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 # Labels Prometheus attaches to every scraped series (the Prometheus Operator's PodMonitor targets).
 TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "service"}
+# What a scrape of kube-state-metrics adds besides its own labels (which it keeps: honorLabels).
+SCRAPE_LABELS = {"job", "instance", "endpoint", "service"}
 # Metrics that come from other exporters: named here on purpose, so a typo is never taken for one.
-EXTERNAL_METRICS = {
-    "up": "Prometheus, per scrape target",
-    "kube_persistentvolumeclaim_info": "kube-state-metrics",
-    "kube_pod_spec_volumes_persistentvolumeclaims_info": "kube-state-metrics",
-    "kube_job_status_succeeded": "kube-state-metrics",
-    "kube_job_status_failed": "kube-state-metrics",
-    "kube_job_status_active": "kube-state-metrics",
-    "kube_job_status_start_time": "kube-state-metrics",
-    "kube_cronjob_status_last_successful_time": "kube-state-metrics",
-}
+# kube-state-metrics' names and labels are pinned from its docs (tests/kube_state_metrics.py).
+EXTERNAL_METRICS = {"up": "Prometheus, per scrape target", **{name: "kube-state-metrics" for name in KUBE_STATE_METRICS}}
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
             "summary": ("", "_sum", "_count", "_created"), "gauge": ("",), "info": ("_info",)}
 
@@ -162,7 +158,15 @@ def check(queries: list[Query], live: Exposed, *, names_only: bool = False) -> l
                 problems.extend(_check_spoolship(query.where, name, [] if names_only else matchers, live))
             elif name not in EXTERNAL_METRICS:
                 problems.append(f"{query.where}: {name} is neither exposed by spoolship nor a known external metric")
+            elif name in KUBE_STATE_METRICS:
+                problems.extend(f"{query.where}: kube-state-metrics documents no label {label!r} on {name}"
+                                for label, _op, _value in matchers
+                                if label not in SCRAPE_LABELS and not labels_allowed(name, label))
         for labels, names in [] if names_only else groupings(query.expr):
+            if names and all(name in KUBE_STATE_METRICS for name in names):
+                problems.extend(f"{query.where}: grouped by {label!r}, which kube-state-metrics documents on none "
+                                f"of {names}" for label in sorted(set(labels) - SCRAPE_LABELS)
+                                if not any(labels_allowed(name, label) for name in names))
             if not any(name.startswith("spoolship_") for name in names):
                 continue  # other exporters' labels are theirs to keep
             for label in sorted(set(labels) - TARGET_LABELS - {"le"}):

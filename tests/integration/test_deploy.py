@@ -26,8 +26,8 @@ from receiver.config import ReceiverConfig
 from receiver.validation import EventValidator
 from spooler import parse_duration, parse_size
 from spoolship.cli import main as spoolship_main
+from spoolship.drain_job import COMPONENT, configmaps_referenced, drain_job, drain_job_name
 from spoolship.local_kinesis import build_parser
-from spoolship.rescue import COMPONENT, drain_job, drain_job_name
 from tailer.metrics import MetricsServer, TailerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,9 +111,13 @@ def ingest_labels(objects: list[dict]) -> dict:
 
 
 def planned_drain_job(objects: list[dict]) -> dict:
+    """The drain Job the rescue would create for ordinal 5, from the rendered StatefulSet and ConfigMaps."""
     sts = workload(objects)
     sts["metadata"]["generation"] = 3
-    return drain_job(sts, f"spool-{sts['metadata']['name']}-5", 5, claim_template="spool", container="tailer")
+    configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    assert set(configmaps_referenced(sts, "tailer")) <= set(configmaps)
+    return drain_job(sts, f"spool-{sts['metadata']['name']}-5", 5, claim_template="spool", container="tailer",
+                     configmaps=configmaps)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -134,7 +138,8 @@ def test_every_object_validates_against_the_kubernetes_schemas(rendered):
 def test_every_selector_matches_the_pods_it_is_for(rendered):
     """The production overlay once had a Service and a PDB that selected no pod (503 for every request)."""
     overlay, objects = rendered
-    templates = pod_templates(objects)
+    drain = planned_drain_job(objects)
+    templates = pod_templates(objects) + [(drain, drain["spec"]["template"])]  # the rescue makes these
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
     for owner, template in templates:
         selector = owner["spec"].get("selector")
@@ -153,9 +158,10 @@ def test_every_selector_matches_the_pods_it_is_for(rendered):
         selected = [t for _o, t in templates if matches(selector, t["metadata"]["labels"])]
         assert selected, f"{overlay}: {kind} {obj['metadata']['name']} selects no pod"
         checked.append(kind)
-        if kind in ("PodDisruptionBudget", "PodMonitor") or obj["metadata"]["name"] in ("spoolship",
-                                                                                         "spoolship-headless"):
+        if obj["metadata"]["name"] in ("spoolship", "spoolship-headless") or kind == "PodDisruptionBudget":
             assert all(matches(selector, t["metadata"]["labels"]) for t in ingest), obj["metadata"]["name"]
+        if obj["metadata"]["name"] == "spoolship-drain":  # the drain pods' PodMonitor and NetworkPolicy
+            assert selected == [drain["spec"]["template"]], f"{overlay}: {kind} spoolship-drain"
     assert {"Service", "PodDisruptionBudget", "NetworkPolicy"} <= set(checked)
     for hpa in (o for o in objects if o["kind"] == "HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
@@ -169,7 +175,8 @@ def test_drain_and_rescue_pods_are_never_taken_for_ingest_pods(rendered):
     others = [t["metadata"]["labels"] for o, t in pod_templates(objects) if o["kind"] == "CronJob"]
     others.append(planned_drain_job(objects)["spec"]["template"]["metadata"]["labels"])
     selectors = [workload(objects)["spec"]["selector"]]
-    selectors += [o["spec"]["selector"] for o in objects if o["kind"] in ("Service", "PodDisruptionBudget", "PodMonitor")]
+    selectors += [o["spec"]["selector"] for o in objects if o["kind"] in ("Service", "PodDisruptionBudget", "PodMonitor")
+                  and o["metadata"]["name"] != "spoolship-drain"]
     for labels in others:
         for selector in selectors:
             assert not matches(selector, labels), f"{overlay}: {selector} selects {labels}"
@@ -222,8 +229,17 @@ def test_rescue_rbac_is_least_privilege_and_only_the_rescue_has_a_token(rendered
                for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
                for verb in rule["verbs"]}
     assert granted == {("apps", "statefulsets", "get", ("spoolship",)), ("", "persistentvolumeclaims", "list", ()),
+                       ("", "persistentvolumeclaims", "patch", ()), ("", "configmaps", "get", ()),
                        ("", "pods", "list", ()), ("batch", "jobs", "list", ()), ("batch", "jobs", "create", ()),
                        ("batch", "jobs", "delete", ())}
+    # What RBAC cannot narrow (which Jobs, which part of a claim), the admission policies do.
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
+    guarded = {(rule["resources"][0], op) for p in policies.values()
+               for rule in p["spec"]["matchConstraints"]["resourceRules"] for op in rule["operations"]}
+    assert {("jobs", "CREATE"), ("jobs", "DELETE"), ("persistentvolumeclaims", "UPDATE")} <= guarded
+    bound = {o["spec"]["policyName"] for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"
+             and o["spec"]["validationActions"] == ["Deny"] and "paramRef" not in o["spec"]}
+    assert bound == set(policies), "every policy enforced; no param that could be missing"
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     [binding] = [o for o in objects if o["kind"] == "RoleBinding"]
     [cron] = [o for o in objects if o["kind"] == "CronJob"]
@@ -243,7 +259,7 @@ def test_rescue_rbac_is_least_privilege_and_only_the_rescue_has_a_token(rendered
 def test_the_drain_job_for_the_rendered_statefulset_is_accepted_by_the_real_tail_command(rendered, tmp_path):
     _overlay, objects = rendered
     job = planned_drain_job(objects)
-    assert job["metadata"]["name"] == drain_job_name("spoolship", 5, 3)
+    assert job["metadata"]["name"] == drain_job_name("spoolship", 5)
     [tailer] = job["spec"]["template"]["spec"]["containers"]
     tail = spoolship_main.get_command(click.Context(spoolship_main), "tail")
     assert "exit_when_empty" in {p.name for p in tail.params}, "the drain Job's mode exists"
@@ -574,13 +590,17 @@ def test_production_statefulset_fields_that_cannot_change_are_as_first_shipped()
     assert hpa["spec"]["minReplicas"] == 3
 
 
-def test_podmonitor_scrapes_ports_that_exist():
+def test_podmonitors_scrape_ports_that_exist_on_ingest_and_drain_pods():
     objects = render("overlays/production")
-    [monitor] = [o for o in objects if o["kind"] == "PodMonitor"]
-    pod = workload(objects)["spec"]["template"]["spec"]
-    ports = {p["name"] for c in pod["containers"] for p in c.get("ports", [])}
-    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
-    assert matches(monitor["spec"]["selector"], ingest_labels(objects))
+    monitors = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PodMonitor"}
+    drain = planned_drain_job(objects)["spec"]["template"]
+    for name, template in (("spoolship", workload(objects)["spec"]["template"]), ("spoolship-drain", drain)):
+        monitor = monitors[name]
+        ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports, name
+        assert matches(monitor["spec"]["selector"], template["metadata"]["labels"]), name
+    tailer_args = drain["spec"]["containers"][0]["args"]
+    assert arg_value(tailer_args, "--metrics-host") == "0.0.0.0" and arg_value(tailer_args, "--metrics-port")
 
 
 def test_alerts_name_the_claims_jobs_and_cronjob_that_exist():
@@ -591,8 +611,20 @@ def test_alerts_name_the_claims_jobs_and_cronjob_that_exist():
     job = planned_drain_job(objects)
     claim = job["metadata"]["labels"]["spoolship.io/drain-claim"]
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {"SpoolshipSpoolClaimStranded", "SpoolshipDrainJobFailed", "SpoolshipRescueNotRunning"} <= set(alerts)
+    assert {"SpoolshipSpoolClaimStranded", "SpoolshipDrainFailing", "SpoolshipDrainRefused",
+            "SpoolshipRescueNotRunning"} <= set(alerts)
+    # Pod names as the API makes them: the StatefulSet's ordinals, a drain Job's pods (`<job>-<5 chars>`),
+    # a rescue run's pods (`<cronjob>-<time>-<5 chars>`).
+    ingest_pod = f"{workload(objects)['metadata']['name']}-3"
+    drain_pod = f"{job['metadata']['name']}-x7k2q"
+    rescue_pod = f"{cron['metadata']['name']}-29000000-ab12c"
     for r in alerts.values():
+        for value in re.findall(r'pod=~"([^"]+)"', r["expr"]):
+            hits = {kind for kind, name in (("ingest", ingest_pod), ("drain", drain_pod), ("rescue", rescue_pod))
+                    if re.fullmatch(value, name)}
+            assert hits in ({"ingest"}, {"drain"}, {"ingest", "drain", "rescue"}), (r["alert"], value, hits)
+        for value in re.findall(r'statefulset="([^"]+)"', r["expr"]):
+            assert value == workload(objects)["metadata"]["name"]
         for value in re.findall(r'namespace="([^"]+)"', r["expr"]):
             assert value == namespace
         for value in re.findall(r'job_name=~"([^"]+)"', r["expr"]):
