@@ -29,6 +29,9 @@ class Load:
         self.acked: dict[str, bytes] = {}
         self.statuses: Counter = Counter()
         self.connection_errors = 0
+        # Events sent again after a connection failed mid-request: the receiver may have
+        # spooled the first copy before it died, so these may appear twice (at-least-once).
+        self.resent: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._rate = rate_per_client
@@ -61,6 +64,7 @@ class Load:
                 except requests.RequestException:
                     with self._lock:
                         self.connection_errors += 1
+                        self.resent.update(event["_id"] for event in events)
                     session = requests.Session()
                     time.sleep(0.05)
                     continue

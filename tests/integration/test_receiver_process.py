@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 import signal
 import time
 
@@ -59,7 +60,10 @@ def test_two_workers_share_the_port_restart_after_kill9_and_seal_on_sigterm(spoo
     ids = [e["_id"] for e in spool_events(spool_dir)]
     missing = set(load.acked) - set(ids)
     assert not missing, f"{len(missing)} acknowledged events missing"
-    assert len(ids) == len(set(ids))
+    # A worker killed after its write but before its answer leaves a copy the client then
+    # sends again; any other duplicate is a bug.
+    twice = {i for i, n in Counter(ids).items() if n > 1}
+    assert twice <= load.resent, f"duplicated without a resend: {sorted(twice - load.resent)[:5]}"
 
 
 def test_sigterm_turns_readiness_off_while_requests_are_still_served(spool_dir):
