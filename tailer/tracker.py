@@ -10,7 +10,7 @@ Invariants:
 - A segment that shrinks below what was already read is reported loudly
   (error log, ``spoolship_tailer_segments_shrunk_total``) and shipped again
   from byte 0: duplicates, never a loss.
-- The archive is pruned by its byte budget right after segments are archived
+- The archive is pruned by its byte budget right after each segment is archived
   (an archive inside the spool counts toward the receivers' cap: bytes moved
   there must not pile up for a minute), and by age every ``ARCHIVE_PRUNE_SECONDS``.
 
@@ -179,7 +179,7 @@ class SegmentTracker:
 
     def delete_finished(self) -> None:
         saved = self._store.offsets
-        archived = False
+        by_bytes = self.config.archive_dir is not None and self.config.archive_max_bytes is not None
         for segment_id, progress in list(self.progress.items()):
             size = progress.segment.size
             if not progress.is_done() or (size and saved.get(segment_id) != size):
@@ -191,9 +191,11 @@ class SegmentTracker:
             del self.progress[segment_id]
             self.dirty = True
             self._metrics.segments_deleted.inc()
-            archived = self.config.archive_dir is not None
-            log.info("segment shipped", extra={"segment": segment_id, "bytes": size, "archived": archived})
-        self._prune_archive(now=archived and self.config.archive_max_bytes is not None)
+            log.info("segment shipped", extra={"segment": segment_id, "bytes": size,
+                                               "archived": self.config.archive_dir is not None})
+            if by_bytes:
+                self._prune_archive(now=True)  # after each one: the archive never holds a segment more
+        self._prune_archive(now=False)
 
     def _remove(self, segment: Segment) -> None:
         if self.config.archive_dir is not None:
