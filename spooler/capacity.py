@@ -15,7 +15,9 @@ subdirectory that changed is read again at most every
 last scan: then at once, so that bytes the tailer moved from a segment into an
 archive inside the spool are counted by the same scan that stops counting the
 segment (the segments are listed first: a move between the two readings is
-counted twice, never not at all). Several writers (one per receiver worker)
+counted twice, never not at all). The append path's re-measurement (while
+refusing) never reads a subdirectory again: when that is needed, it leaves the
+refusal to the next background scan. Several writers (one per receiver worker)
 each scan; together they can overshoot the cap by at most what they append
 within one scan interval, plus the dead letters the tailer writes within
 ``SUBDIR_REREAD_SECONDS`` — the cap stays a hard bound on disk use, and appends
@@ -24,6 +26,7 @@ resume as soon as a scan sees space freed.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -98,7 +101,7 @@ class CapacityGuard:
         self._measuring = threading.Lock()
         self._subdirs: dict[str, TreeUsage] = {}
         self._segment_ids: set[str] | None = None
-        self._usage = self._measure_locked()
+        self._usage = self._measure_locked(quick=False)
         self._scanned_at = time.monotonic()
         self._appended_since_scan = 0
 
@@ -129,23 +132,24 @@ class CapacityGuard:
     def record_append(self, nbytes: int) -> None:
         self._appended_since_scan += nbytes
 
-    def measure(self, *, wait: bool = True) -> SpoolUsage | None:
-        """A fresh measurement; ``None`` if one is already under way and ``wait`` is false (the
-        append path never waits for a slow scan)."""
-        if not self._measuring.acquire(blocking=wait):
-            return None
-        try:
-            return self._measure_locked()
-        finally:
-            self._measuring.release()
+    def measure(self) -> SpoolUsage:
+        """A fresh measurement (the housekeeper's, without the writer's lock: it may be slow)."""
+        with self._measuring:
+            usage = self._measure_locked(quick=False)
+        assert usage is not None
+        return usage
 
-    def _measure_locked(self) -> SpoolUsage:
+    def _measure_locked(self, *, quick: bool) -> SpoolUsage | None:
+        """``quick``: never read a changed subdirectory again; ``None`` if that would credit bytes
+        that may have moved into it (a segment left and a subdirectory changed)."""
         segment_bytes, segment_ids, subdirs = _scan_top(self._spool_dir)
         segment_left = self._segment_ids is not None and not self._segment_ids <= segment_ids
-        self._segment_ids = segment_ids
-        reread_after = 0.0 if segment_left else SUBDIR_REREAD_SECONDS
-        self._subdirs = {name: self._subdirs.get(name) or TreeUsage(self._spool_dir / name) for name in subdirs}
-        others = sum(counter.measure(reread_after_seconds=reread_after) for counter in self._subdirs.values())
+        reread_after = math.inf if quick else 0.0 if segment_left else SUBDIR_REREAD_SECONDS
+        counters = {name: self._subdirs.get(name) or TreeUsage(self._spool_dir / name) for name in subdirs}
+        others = sum(counter.measure(reread_after_seconds=reread_after) for counter in counters.values())
+        if quick and segment_left and any(counter.behind for counter in counters.values()):
+            return None
+        self._subdirs, self._segment_ids = counters, segment_ids
         return SpoolUsage(segment_bytes=segment_bytes, other_bytes=others, free_bytes=_free_bytes(self._spool_dir))
 
     def update(self, usage: SpoolUsage, appended_during_scan: int) -> None:
@@ -155,7 +159,14 @@ class CapacityGuard:
         self._scanned_at = time.monotonic()
 
     def rescan(self) -> None:
-        """Re-measure now, unless a measurement is already under way (its result lands soon)."""
-        usage = self.measure(wait=False)
+        """The append path's re-measurement, under the writer's lock: never slow. Skipped while the
+        housekeeper measures (its result lands soon), and when it would have to read a changed
+        subdirectory again (the housekeeper's next scan does, within a scan interval)."""
+        if not self._measuring.acquire(blocking=False):
+            return
+        try:
+            usage = self._measure_locked(quick=True)
+        finally:
+            self._measuring.release()
         if usage is not None:
             self.update(usage, 0)

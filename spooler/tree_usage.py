@@ -64,10 +64,13 @@ class TreeUsage:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._root = _Dir(os.fspath(path))
         self.entries_read = 0  # directory entries read so far (for tests and benchmarks)
+        self.behind = False  # the last count kept an old reading of a directory that changed
 
     def measure(self, *, reread_after_seconds: float = 0.0) -> int:
         """Count the tree. A directory that changed is read again only if its last reading is at
-        least ``reread_after_seconds`` old; until then its last count stands (0: always read)."""
+        least ``reread_after_seconds`` old; until then its last count stands (0: always read;
+        ``math.inf``: never — then :attr:`behind` says whether that left the count behind)."""
+        self.behind = False
         return self._measure(self._root, reread_after_seconds, time.monotonic())
 
     def _measure(self, node: _Dir, reread_after: float, now: float) -> int:
@@ -82,6 +85,7 @@ class TreeUsage:
         if not unchanged and now - node.read_at >= reread_after:
             self._read(node, st, now)
         else:
+            self.behind |= not unchanged
             node.young_bytes = self._young_bytes(node)
         return node.settled_bytes + node.young_bytes + sum(
             self._measure(child, reread_after, now) for child in node.children.values())

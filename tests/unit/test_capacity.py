@@ -37,7 +37,9 @@ def test_bytes_moved_into_an_archive_inside_the_spool_are_counted_by_the_scan_th
     shutil.copyfile(segment, spool_dir / "archive" / ".w-00000001.ndjson.tmp")  # what archive_segment does
     os.replace(spool_dir / "archive" / ".w-00000001.ndjson.tmp", spool_dir / "archive" / segment.name)
     segment.unlink()
-    guard.rescan()
+    guard.rescan()  # the append path's (never slow): it leaves this to the background scan
+    assert guard.spool_bytes >= before, "the archived bytes are not counted"
+    guard.update(guard.measure(), 0)  # the background scan
     assert guard.spool_bytes >= before, "the archived bytes are not counted"
     assert guard.spool_bytes == full_walk(spool_dir)
 
@@ -80,12 +82,27 @@ def test_a_file_still_being_written_is_measured_until_it_settles(spool_dir):
 def test_the_reread_limit_holds_back_a_busy_directory_only_while_no_segment_left(spool_dir):
     guard = CapacityGuard(spool_dir, max_spool_bytes=10**9, min_free_bytes=0)
     (spool_dir / "dead-letter").mkdir()
-    guard.rescan()
+    guard.update(guard.measure(), 0)
     (spool_dir / "dead-letter" / "a@0.bin").write_bytes(b"d" * 300)
     (spool_dir / "w-00000001.ndjson").write_bytes(b"{}\n")
-    guard.rescan()  # may still show the old dead-letter count: read again within SUBDIR_REREAD_SECONDS
+    guard.update(guard.measure(), 0)  # may keep the old dead-letter count: read again within 2 s
     (spool_dir / "w-00000001.ndjson").unlink()
-    guard.rescan()  # a segment left: every changed subdirectory is read now
+    guard.update(guard.measure(), 0)  # a segment left: every changed subdirectory is read now
+    assert guard.spool_bytes == full_walk(spool_dir) == 300
+
+
+def test_the_append_paths_rescan_credits_freed_bytes_at_once_when_no_subdirectory_changed(spool_dir, monkeypatch):
+    """While refusing, an append re-measures (at most every 50 ms) so that appends resume as soon as the
+    tailer deletes: that must stay quick, and exact when nothing moved into a subdirectory."""
+    settled_clock = time.time_ns() + 5 * 10**9  # dead-letter/ has been quiet for a while
+    monkeypatch.setattr(tree_usage.time, "time_ns", lambda: settled_clock)
+    (spool_dir / "dead-letter").mkdir()
+    (spool_dir / "dead-letter" / "a@0.bin").write_bytes(b"d" * 300)
+    (spool_dir / "w-00000001.ndjson").write_bytes(b"x" * 1000)
+    guard = CapacityGuard(spool_dir, max_spool_bytes=10**9, min_free_bytes=0)
+    assert guard.spool_bytes == 1300
+    (spool_dir / "w-00000001.ndjson").unlink()  # shipped and deleted
+    guard.rescan()
     assert guard.spool_bytes == full_walk(spool_dir) == 300
 
 
