@@ -2,12 +2,15 @@
 
 The archive is written next to its final name and renamed into place after an
 fsync; only then is the spool's copy unlinked, so a crash leaves the segment in
-the spool (shipped again at worst), never in neither place. Pruning keeps the
-archive under a byte budget and an age, oldest first.
+the spool (shipped again at worst), never in neither place. A write that fails
+(``ENOSPC``, ``EFBIG``…) removes its partial temp file at once: on a full disk it
+would hold the very space a retry needs. Pruning keeps the archive under a byte
+budget and an age, oldest first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -27,15 +30,20 @@ def archive_segment(segment_path: Path, archive_dir: Path, *, compress: bool = T
     fsync_dir(archive_dir.parent)  # the archive folder's own name must survive a crash too
     final = archive_dir / (segment_path.name + (".gz" if compress else ""))
     tmp = final.with_name("." + final.name + ".tmp")
-    with open(segment_path, "rb") as src, open(tmp, "wb") as raw:
-        if compress:
-            with gzip.GzipFile(filename=segment_path.name, mode="wb", fileobj=raw, compresslevel=6) as gz:
-                shutil.copyfileobj(src, gz, _COPY_BYTES)
-        else:
-            shutil.copyfileobj(src, raw, _COPY_BYTES)
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(segment_path, "rb") as src, open(tmp, "wb") as raw:
+            if compress:
+                with gzip.GzipFile(filename=segment_path.name, mode="wb", fileobj=raw, compresslevel=6) as gz:
+                    shutil.copyfileobj(src, gz, _COPY_BYTES)
+            else:
+                shutil.copyfileobj(src, raw, _COPY_BYTES)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, final)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(archive_dir)
     segment_path.unlink()
     fsync_dir(segment_path.parent)

@@ -1,36 +1,71 @@
 """The tailer's checkpoint: per segment id, the offset up to which Kinesis acknowledged.
 
-``checkpoint.json`` is versioned and replaced atomically (temp, fsync, rename,
-fsync dir), so a crash at any instant leaves the old or the new file. On load
-the stable file is preferred; if it is missing or unreadable an intact temp
-file (from a write interrupted after its fsync) is used. A temp file that does
-not parse was never the checkpoint — a crash interrupted its writing (the very
-first write included) — so it is ignored; only a stable file that does not
-parse, with no intact temp file beside it, is an error. ``checkpoint.lock`` is
-held with an exclusive ``flock`` for the store's lifetime, so a second tailer on
-the same spool fails at once instead of double-shipping and double-deleting.
+Two files of the same reserved size take turns: ``checkpoint.json`` (the
+checkpoint) and ``checkpoint.json.tmp`` (the spare, holding the one before). A
+save rewrites the spare *in place* — its blocks are already allocated, so a
+full disk does not stop it; deleting shipped segments, the only way to free
+the disk, waits for a checkpoint — fsyncs it, and swaps the names::
+
+    write the spare in place, fsync     crash: checkpoint.json is the old one
+    checkpoint.json -> .json.old        crash: .json.tmp (fsynced) is the new one
+    checkpoint.json.tmp -> .json        crash: .json is the new one
+    checkpoint.json.old -> .json.tmp    the old one is the spare again
+    fsync the directory
+
+so a crash at any instant leaves the old or the new checkpoint. On load the
+stable file is preferred, then an intact spare, then ``.old``; start-up puts the
+names back in that order. The content is JSON padded with spaces to the
+reserved size (``MIN_RESERVED_BYTES``, or four times what it holds), with a
+CRC of its fields first: a rewrite in place torn by a power cut (new sectors
+before old ones) never parses as a checkpoint. A spare that does not parse was
+never the checkpoint — a crash interrupted its writing (the very first write
+included) — so it is ignored; only a stable file that does not parse, with no
+intact spare beside it, is an error. When the checkpoint outgrows its
+reservation, the spare is written anew at the larger size (a full disk refuses
+that: the tailer retries, deleting nothing meanwhile).
+
+``checkpoint.lock`` is held with an exclusive ``flock`` for the store's
+lifetime, so a second tailer on the same spool fails at once instead of
+double-shipping and double-deleting.
 
 Not thread-safe: the tailer's loop owns it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import time
+import zlib
 from pathlib import Path
 
 from .errors import CheckpointCorrupt, CheckpointLocked
-from .fsutil import atomic_write_bytes
+from .fsutil import close_settled, fsync_dir
 
-__all__ = ["CHECKPOINT_FILE", "CheckpointStore", "read_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "MIN_RESERVED_BYTES", "CheckpointStore", "read_checkpoint"]
 
 CHECKPOINT_FILE = "checkpoint.json"
+SPARE_FILE = CHECKPOINT_FILE + ".tmp"
+OLD_FILE = CHECKPOINT_FILE + ".old"
 LOCK_FILE = "checkpoint.lock"
 FORMAT_VERSION = 1
+MIN_RESERVED_BYTES = 16 * 1024
 log = logging.getLogger(__name__)
+
+
+def _body(segments: dict[str, int], updated_at: float) -> bytes:
+    return json.dumps({"segments": segments, "updated_at": updated_at, "version": FORMAT_VERSION},
+                      sort_keys=True).encode()
+
+
+def encode(segments: dict[str, int], updated_at: float) -> bytes:
+    """The checkpoint document, unpadded: the CRC of the fields comes first (sorted keys)."""
+    crc = zlib.crc32(_body(segments, updated_at))
+    return json.dumps({"crc32": crc, "segments": segments, "updated_at": updated_at, "version": FORMAT_VERSION},
+                      sort_keys=True).encode()
 
 
 def _parse(raw: bytes) -> dict[str, int]:
@@ -42,32 +77,56 @@ def _parse(raw: bytes) -> dict[str, int]:
         isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in segments.items()
     ):
         raise ValueError("checkpoint 'segments' must map segment ids to byte offsets")
+    # Files written before the CRC (and by hand) have none; every file this module writes has one.
+    if "crc32" in doc and doc["crc32"] != zlib.crc32(_body(segments, doc.get("updated_at"))):
+        raise ValueError("checkpoint CRC does not match its content (a torn write)")
     return dict(segments)
+
+
+def _load(spool_dir: Path) -> tuple[dict[str, int], str | None]:
+    """The offsets, and which file they came from (None: no checkpoint yet)."""
+    problems: dict[str, str] = {}
+    for name in (CHECKPOINT_FILE, SPARE_FILE, OLD_FILE):
+        try:
+            return _parse((spool_dir / name).read_bytes()), name
+        except FileNotFoundError:
+            continue
+        except (ValueError, UnicodeDecodeError) as exc:
+            problems[name] = str(exc)
+    if CHECKPOINT_FILE in problems:
+        detail = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        raise CheckpointCorrupt(f"cannot read checkpoint: {detail}")
+    for name, why in problems.items():
+        log.warning("partial checkpoint file ignored", extra={"file": name, "error": why})
+    return {}, None
 
 
 def read_checkpoint(spool_dir: Path) -> dict[str, int]:
     """Read the offsets without taking the lock (for ``spoolship status``)."""
-    stable = spool_dir / CHECKPOINT_FILE
-    temp = stable.with_name(stable.name + ".tmp")
-    problem = None
+    return _load(Path(spool_dir))[0]
+
+
+def _reserved_size(needed: int, current: int) -> int:
+    if needed <= current:
+        return current
+    size = MIN_RESERVED_BYTES
+    while size < 4 * needed:
+        size *= 2
+    return size
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Rewrite ``path`` from byte 0 with ``data`` padded to its size (grown if too small), fsynced."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        return _parse(stable.read_bytes())
-    except FileNotFoundError:
-        pass
-    except (ValueError, UnicodeDecodeError) as exc:
-        problem = f"{stable.name}: {exc}"
-    try:
-        return _parse(temp.read_bytes())
-    except FileNotFoundError:
-        pass
-    except (ValueError, UnicodeDecodeError) as exc:
-        if problem is not None:
-            raise CheckpointCorrupt(f"cannot read checkpoint: {problem}; {temp.name}: {exc}") from None
-        log.warning("partial checkpoint temp file ignored", extra={"file": temp.name, "error": str(exc)})
-        return {}
-    if problem is not None:
-        raise CheckpointCorrupt(f"cannot read checkpoint: {problem}")
-    return {}
+        size = _reserved_size(len(data) + 1, os.fstat(fd).st_size)
+        view = memoryview(data + b" " * (size - len(data) - 1) + b"\n")
+        offset = 0
+        while offset < len(view):
+            offset += os.pwrite(fd, view[offset:], offset)
+        os.fsync(fd)
+    finally:
+        close_settled(fd, path)  # fsynced, or failing anyway
 
 
 class CheckpointStore:
@@ -84,21 +143,67 @@ class CheckpointStore:
             raise CheckpointLocked(
                 f"another tailer holds {self._dir / LOCK_FILE}; only one tailer may ship a spool"
             ) from None
-        os.ftruncate(self._lock_fd, 0)
-        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
-        self.offsets: dict[str, int] = read_checkpoint(self._dir)
+        self._write_pid()
+        try:
+            self.offsets, source = _load(self._dir)
+            self._put_names_back(source)
+        except BaseException:
+            self.close()
+            raise
         self.saves = 0
 
+    def _write_pid(self) -> None:
+        """For operators only: written in place (a full disk must not stop the tailer from starting)."""
+        try:
+            os.pwrite(self._lock_fd, f"{os.getpid():<15}\n".encode(), 0)
+            os.ftruncate(self._lock_fd, 16)
+        except OSError as exc:
+            log.warning("tailer pid not written to the lock file", extra={"error": str(exc)})
+
+    def _put_names_back(self, source: str | None) -> None:
+        """After a crash mid-save: the checkpoint found becomes ``checkpoint.json``, ``.old`` the spare."""
+        moved = False
+        if source in (SPARE_FILE, OLD_FILE):
+            os.replace(self._dir / source, self._dir / CHECKPOINT_FILE)
+            moved = True
+        old = self._dir / OLD_FILE
+        if os.path.exists(old):
+            if os.path.exists(self._dir / SPARE_FILE):
+                old.unlink()
+            else:
+                os.replace(old, self._dir / SPARE_FILE)
+            moved = True
+        if moved:
+            fsync_dir(self._dir)
+            log.warning("checkpoint files put back after an interrupted save", extra={"loaded": source})
+
     def save(self, offsets: dict[str, int]) -> None:
-        """Atomically replace the checkpoint with ``offsets``."""
-        doc = {"version": FORMAT_VERSION, "updated_at": time.time(), "segments": offsets}
-        atomic_write_bytes(self._dir / CHECKPOINT_FILE, json.dumps(doc, sort_keys=True).encode())
+        """Atomically replace the checkpoint with ``offsets`` (the old one becomes the spare)."""
+        stable, spare, old = self._dir / CHECKPOINT_FILE, self._dir / SPARE_FILE, self._dir / OLD_FILE
+        _write_in_place(spare, encode(offsets, time.time()))
+        had_stable = os.path.exists(stable)
+        if had_stable:
+            os.replace(stable, old)
+        os.replace(spare, stable)
+        if had_stable:
+            os.replace(old, spare)
+        fsync_dir(self._dir)
         self.offsets = dict(offsets)
         self.saves += 1
+        if not had_stable:
+            self._reserve_spare()
+
+    def _reserve_spare(self) -> None:
+        """The first save leaves no spare: make one now, while the disk has room (retried next save)."""
+        try:
+            _write_in_place(self._dir / SPARE_FILE, encode(self.offsets, time.time()))
+        except OSError as exc:
+            log.warning("checkpoint spare not reserved", extra={"error": str(exc)})
 
     def close(self) -> None:
         if self._lock_fd >= 0:
-            os.close(self._lock_fd)
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
             self._lock_fd = -1
 
     def __enter__(self) -> CheckpointStore:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "close_settled", "fsync_dir"]
+
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -14,25 +18,48 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
     try:
         os.fsync(fd)
     finally:
+        close_settled(fd, path)
+
+
+def close_settled(fd: int, what: object) -> None:
+    """Close a descriptor whose fate no longer depends on ``close`` (fsynced, read-only, or
+    already known to have failed), logging instead of raising an error it reports.
+
+    ``close`` can report a deferred write error (NFS, a FUSE flush); the descriptor is
+    released anyway (Linux), and for such a descriptor the error changes nothing: what the
+    fsync made durable stays durable, and a failed fsync was already dealt with.
+    """
+    try:
         os.close(fd)
+    except OSError as exc:
+        log.warning("close reported an error", extra={"file": str(what), "error": str(exc)})
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
 
     temp file → write → fsync → rename → fsync the directory (the Litestream recipe).
+    A write that fails removes its temp file (no partial file is left to fill the disk).
     """
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            if durable:
+                close_settled(fd, tmp)  # fsynced, or failing anyway
+            else:
+                os.close(fd)  # a deferred write error is the only news of a failed write here
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     if durable:
         fsync_dir(path.parent)

@@ -28,6 +28,7 @@ __all__ = [
 ACTIVE_SUFFIX = ".active"
 SEALED_SUFFIX = ".ndjson"
 CREATING_PREFIX = ".creating-"
+PROBE_PREFIX = ".probe-"
 SEQ_DIGITS = 8
 
 _WRITERS_IN_THIS_PROCESS = itertools.count()

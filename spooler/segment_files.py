@@ -4,11 +4,13 @@ Creating: a hidden ``.creating-…`` file, its ``flock``, the rename into view, 
 directory fsync — and on any failure, the half-made file is removed so that it
 can never block a later create (every attempt also takes a new sequence
 number). Sealing: the rename to ``.ndjson`` and a directory fsync. Finishing a
-short write. The writer decides *when*; this module only does the steps.
+short write. Probing whether a disk that failed takes data again. The writer
+decides *when*; this module only does the steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -16,10 +18,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import fsync_dir
-from .naming import CREATING_PREFIX, SegmentName
+from .fsutil import close_settled, fsync_dir
+from .naming import CREATING_PREFIX, PROBE_PREFIX, SegmentName
 
-__all__ = ["ActiveSegment", "create_segment", "describe_os_error", "rename_sealed", "write_rest"]
+__all__ = ["ActiveSegment", "create_segment", "describe_os_error", "probe_disk", "rename_sealed", "write_rest"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ def _abandon(fd: int, path: Path | None) -> None:
         except OSError as exc:
             log.warning("half-made segment not removed", extra={"path": path.name, "error": str(exc)})
     if fd >= 0:
-        os.close(fd)
+        close_settled(fd, path)  # empty and abandoned: nothing of it matters
 
 
 def rename_sealed(spool_dir: Path, name: SegmentName) -> bool:
@@ -103,3 +105,30 @@ def write_rest(fd: int, data: bytes, written: int) -> tuple[int, OSError | None]
     except OSError as exc:
         return done, exc
     return done, None
+
+
+# One page of a line like the ones appended: a disk with no free block refuses it.
+_PROBE_DATA = (b'{"probe":"' + b"p" * 4083 + b'"}\n')
+
+
+def probe_disk(spool_dir: Path, writer_id: str) -> None:
+    """Write a page to a hidden file the way an append writes, fdatasync it, close and remove it.
+
+    Raises OSError if any step fails. Creating an empty file proves little (a full disk, a
+    block quota or a failing device still let it through): only data that reached the disk
+    shows that appends would. The file is named like the writer's segments but hidden, so
+    no reader takes it for one; a stale one (a writer killed mid-probe) is rewritten by the
+    next probe and cleared by :func:`~spooler.segments.remove_stale_creating`.
+    """
+    path = spool_dir / f"{PROBE_PREFIX}{writer_id}.active"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            if os.write(fd, _PROBE_DATA) != len(_PROBE_DATA):
+                raise OSError(errno.ENOSPC, "probe write was short")
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)  # a deferred write error reported here fails the probe too
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -4,12 +4,16 @@ A segment is ``active`` while its writer holds the ``flock`` on it, ``orphaned``
 when it is still ``.active`` but nobody holds the lock (its writer died), and
 ``sealed`` once renamed to ``.ndjson``. Only the tailer seals an orphan, and it
 does so while holding the orphan's lock, after checking the name still points
-at the file it locked (the writer may have sealed it in between).
+at the file it locked (the writer may have sealed it in between). Sealing an
+orphan fsyncs it first, as a writer's seal does: a writer killed between two
+interval fsyncs left its last appends in the page cache only, and nobody else
+would ever make them durable.
 
 A writer creates each segment as a hidden ``.creating-…`` file, locks it, then
 renames it into view. One killed in between leaves the hidden file behind (it is
 always empty: nothing is appended before the rename); :func:`remove_stale_creating`
-removes those that nobody holds and that are older than a grace period.
+removes those that nobody holds and that are older than a grace period, and the
+hidden ``.probe-…`` files of writers killed while probing a failed disk.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from .fsutil import fsync_dir
-from .naming import CREATING_PREFIX, SegmentName, parse_segment_name
+from .fsutil import close_settled, fsync_dir
+from .naming import CREATING_PREFIX, PROBE_PREFIX, SegmentName, parse_segment_name
 
 __all__ = ["Segment", "SegmentState", "list_segments", "probe_state", "remove_stale_creating", "seal_orphan"]
 
@@ -75,7 +79,7 @@ def probe_state(path: Path) -> SegmentState | None:
             return None
         return SegmentState.ORPHANED if same else None
     finally:
-        os.close(fd)
+        close_settled(fd, path)  # read-only
 
 
 def list_segments(spool_dir: Path, *, probe: bool = True) -> list[Segment]:
@@ -105,7 +109,8 @@ def list_segments(spool_dir: Path, *, probe: bool = True) -> list[Segment]:
 
 
 def seal_orphan(segment: Segment) -> Segment | None:
-    """Rename an orphaned segment to ``.ndjson``; ``None`` if it is not (or no longer) orphaned."""
+    """Fsync an orphaned segment and rename it to ``.ndjson``; ``None`` if it is not (or no longer)
+    orphaned. Raises OSError if the fsync or the rename fails (it stays an orphan: tried again)."""
     fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -117,18 +122,19 @@ def seal_orphan(segment: Segment) -> Segment | None:
                 return None
         except FileNotFoundError:
             return None
+        os.fsync(fd)  # under the lock: nobody can append any more; before the rename: sealed means durable
         sealed = segment.path.with_name(segment.name.sealed_name)
         os.rename(segment.path, sealed)
         fsync_dir(sealed.parent)
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
         name = SegmentName(segment.name.writer, segment.name.seq, sealed=True)
-        return Segment(name, sealed, SegmentState.SEALED, size, os.fstat(fd).st_mtime)
+        return Segment(name, sealed, SegmentState.SEALED, st.st_size, st.st_mtime)
     finally:
-        os.close(fd)
+        close_settled(fd, segment.path)  # read-only
 
 
 def remove_stale_creating(spool_dir: Path, *, older_than_seconds: float = STALE_CREATING_SECONDS) -> list[str]:
-    """Remove hidden ``.creating-…`` files of dead writers; returns the names removed.
+    """Remove hidden ``.creating-…`` and ``.probe-…`` files of dead writers; returns the names removed.
 
     Safe against live writers: a file is removed only while *we* hold its lock
     (so its writer cannot be holding it), only if the name still points at the
@@ -139,8 +145,14 @@ def remove_stale_creating(spool_dir: Path, *, older_than_seconds: float = STALE_
     removed = []
     now = time.time()
     with os.scandir(spool_dir) as entries:
-        candidates = [e for e in entries if e.name.startswith(CREATING_PREFIX)]
-    for entry in candidates:
+        hidden = [e for e in entries if e.name.startswith((CREATING_PREFIX, PROBE_PREFIX))]
+    for entry in [e for e in hidden if e.name.startswith(PROBE_PREFIX)]:
+        # Never locked: a live writer's probe lasts milliseconds and rewrites the file first.
+        with contextlib.suppress(OSError):
+            if now - entry.stat(follow_symlinks=False).st_mtime >= older_than_seconds:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    for entry in [e for e in hidden if e.name.startswith(CREATING_PREFIX)]:
         try:
             if now - entry.stat(follow_symlinks=False).st_mtime < older_than_seconds:
                 continue
@@ -157,7 +169,7 @@ def remove_stale_creating(spool_dir: Path, *, older_than_seconds: float = STALE_
                     os.unlink(entry.path)
                     removed.append(entry.name)
         finally:
-            os.close(fd)
+            close_settled(fd, entry.path)  # read-only
     if removed:
         log.warning("stale segment files removed", extra={"files": len(removed)})
     return removed

@@ -11,14 +11,19 @@ Invariants:
 - A failed step while creating a segment leaves nothing behind and never blocks
   the next attempt (each attempt takes a new sequence number).
 - Nothing is reported durable that no successful fsync covered; a failed fsync
-  seals its segment and every waiter for its bytes gets :class:`AppendUncertain`
-  (see :mod:`spooler.group_commit`).
+  seals its segment (without fsyncing it again) and every waiter for its bytes
+  gets :class:`AppendUncertain` (see :mod:`spooler.group_commit`). The writer is
+  unready from then on until a disk probe (a page written and fdatasynced) or an
+  fsync of a later segment succeeds.
+- ``close`` of a descriptor never fails an append: by then its data is fsynced or
+  known lost.
 - An append either lands in full, or raises :class:`AppendRefused` with nothing
   written, or :class:`AppendUncertain` (bytes may be there; durability unknown).
 
-Thread-safe. A background thread seals segments by age, fsyncs on the
-``interval`` policy, re-measures capacity and clears away dead writers' hidden
-files; nothing on the append path waits for it.
+Thread-safe. A background thread seals segments by age, re-measures capacity,
+probes a failed disk and clears away dead writers' hidden files; the
+``interval`` fsync has a thread of its own, so a slow scan never delays it.
+Nothing on the append path waits for either.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from .config import (
     FsyncPolicy,
     WriterConfig,
 )
+from .disk_trouble import DiskTrouble
 from .errors import AppendUncertain, SpoolFull, SpoolUnwritable
+from .fsutil import close_settled
 from .group_commit import FsyncFailed, GroupCommit
 from .housekeeping import Housekeeper, Task
 from .naming import SegmentName
@@ -50,6 +57,7 @@ from .segment_files import (
     ActiveSegment,
     create_segment,
     describe_os_error,
+    probe_disk,
     rename_sealed,
     write_rest,
 )
@@ -92,14 +100,19 @@ class SpoolWriter:
         self._active: ActiveSegment | None = None
         self._next_seq = 1
         self._sealed = 0
-        self._last_error: str | None = None  # the last write error, until a write succeeds
+        self._trouble = DiskTrouble()  # the last write error or failed fsync, until proven over
+        self._failed_probes = 0
         self._refused_bytes = 0  # size of the last append refused for capacity, until one lands
         self._closed = False
         self._capacity = CapacityGuard(self._dir, config.max_spool_bytes, config.min_free_bytes)
-        self._commit = GroupCommit(self._sync_target, self._note_fsync_failure)
+        self._commit = GroupCommit(self._sync_target, self._note_fsync_failure, self._trouble.fsync_succeeded)
         self._remove_stale_creating()
-        self._housekeeper = Housekeeper(f"spool-writer-{config.writer_id}", self._housekeeping_tasks())
-        self._housekeeper.start()
+        self._housekeepers = [Housekeeper(f"spool-writer-{config.writer_id}", self._housekeeping_tasks())]
+        if config.fsync is FsyncPolicy.INTERVAL:
+            self._housekeepers.append(Housekeeper(f"spool-fsync-{config.writer_id}", [
+                Task("interval fsync", config.fsync_interval_seconds, self._fsync_interval)]))
+        for housekeeper in self._housekeepers:
+            housekeeper.start()
 
     # -- the append path -------------------------------------------------------------
 
@@ -127,7 +140,10 @@ class SpoolWriter:
             self._budget -= n
             self._seq = seq = self._seq + n
             self._appends += 1
-        if sync or self._always:
+            wait = sync or self._always
+            if wait:
+                self._commit.register(seq)  # before anyone can seal past it
+        if wait:
             self._wait_durable(seq)
 
     def _prepare_slow(self, nbytes: int) -> int:
@@ -149,7 +165,7 @@ class SpoolWriter:
         if self._active is None:
             self._open_segment()
         # Pending trouble is cleared optimistically; a failing write sets it again.
-        self._last_error = None
+        self._trouble.write_error = None
         self._refused_bytes = 0
         segment_left = self.config.segment_bytes - (self._seq - self._active.start_seq)
         self._budget = max(0, min(self._capacity.room(), segment_left))
@@ -182,24 +198,22 @@ class SpoolWriter:
             log.warning("short write finished", extra={"bytes": len(data), "first_write": written})
             return
         self._seq += done  # the torn bytes are in the segment; its size accounting includes them
-        self._last_error = f"short write: {done} of {len(data)} bytes ({describe_os_error(cause)})"
+        why = self._trouble.write_error = f"short write: {done} of {len(data)} bytes ({describe_os_error(cause)})"
         log.error("short write; segment sealed", extra={
-            "segment": self._active.name.segment_id if self._active else None, "error": self._last_error})
+            "segment": self._active.name.segment_id if self._active else None, "error": why})
         self._seal_locked()
-        raise AppendUncertain(f"spool write torn: {self._last_error}; the complete events of it may still "
-                              "be delivered", retry_after_seconds=RETRY_AFTER_SECONDS) from cause
+        raise AppendUncertain(f"spool write torn: {why}; the complete events of it may still be delivered",
+                              retry_after_seconds=RETRY_AFTER_SECONDS) from cause
 
     def _refuse_write(self, exc: OSError) -> None:
-        self._last_error = describe_os_error(exc)
+        why = self._trouble.write_error = describe_os_error(exc)
         self._budget = 0
-        log.error("spool write failed", extra={"error": self._last_error})
-        raise SpoolUnwritable(
-            f"spool unwritable: {self._last_error}", retry_after_seconds=RETRY_AFTER_SECONDS
-        ) from exc
+        log.error("spool write failed", extra={"error": why})
+        raise SpoolUnwritable(f"spool unwritable: {why}", retry_after_seconds=RETRY_AFTER_SECONDS) from exc
 
     def _wait_durable(self, seq: int) -> None:
         try:
-            self._commit.wait_durable(seq)
+            self._commit.wait_durable(seq, registered=True)
         except FsyncFailed as exc:
             with self._lock:
                 self._after_fsync_failure(exc)
@@ -207,16 +221,16 @@ class SpoolWriter:
                 f"spool fsync failed ({describe_os_error(exc)}): the events are written but may not survive a "
                 "machine crash", retry_after_seconds=RETRY_AFTER_SECONDS) from exc
 
-    def _note_fsync_failure(self, token: object) -> None:
-        """Group commit's callback (no lock held, must not block): the next append seals first."""
+    def _note_fsync_failure(self, token: object, cause: OSError) -> None:
+        """Group commit's callback (must not block): the next append seals first; unready meanwhile."""
         self._fsync_failed = token
+        self._trouble.fsync_failed(describe_os_error(cause), token)
 
     def _after_fsync_failure(self, exc: FsyncFailed) -> None:
-        # Not a reason to go unready: the next append goes to a new segment (and fails there if
-        # the disk is really broken).
+        # Unready until the probe or a later segment's fsync shows the disk works (DiskTrouble).
         if exc.token is not None and exc.token is self._active:
             log.error("segment fsync failed; sealing it",
-                      extra={"segment": self._active.name.segment_id, "error": self._last_error})
+                      extra={"segment": self._active.name.segment_id, "error": describe_os_error(exc)})
             self._seal_locked()
 
     # -- segments --------------------------------------------------------------------
@@ -239,10 +253,11 @@ class SpoolWriter:
         self._budget = 0
         end_seq = self._seq
         try:
-            self._commit.sync_segment(active.fd, end_seq, active)
+            self._commit.sync_segment(active.fd, end_seq, active)  # skipped if one of it failed before
         except FsyncFailed as exc:
             log.error("segment fsync failed while sealing", extra={"segment": active.name.segment_id,
                                                                    "error": str(exc)})
+            self._trouble.fsync_failed(describe_os_error(exc), active)
         finally:
             self._commit.close_poison(active, end_seq)
         # Only now: everything in it is durable or poisoned (the invariant group commit relies on).
@@ -251,8 +266,9 @@ class SpoolWriter:
             self._sealed += 1
             log.info("segment sealed", extra={"segment": active.name.segment_id,
                                               "bytes": end_seq - active.start_seq})
-        # A group-commit leader may be fsyncing this descriptor right now.
-        self._commit.wait_idle_then(lambda: os.close(active.fd))
+        # A group-commit leader may be fsyncing this descriptor right now. Its data is fsynced (or
+        # known lost): an error close reports changes nothing, and must not fail the append.
+        self._commit.wait_idle_then(lambda: close_settled(active.fd, active.name.active_name))
 
     def _sync_target(self) -> tuple[int, int | None, object]:
         seq = self._seq
@@ -273,15 +289,11 @@ class SpoolWriter:
     # -- background work ---------------------------------------------------------------
 
     def _housekeeping_tasks(self) -> list[Task]:
-        config = self.config
-        tasks = [
+        return [
             Task("capacity and age", CAPACITY_SCAN_INTERVAL_SECONDS, self._rescan_capacity_and_age),
             Task("stale creates", STALE_SCAN_INTERVAL_SECONDS, self._remove_stale_creating),
             Task("recovery probe", RECOVERY_PROBE_SECONDS, self._probe_writable),
         ]
-        if config.fsync is FsyncPolicy.INTERVAL:
-            tasks.append(Task("interval fsync", config.fsync_interval_seconds, self._fsync_interval))
-        return tasks
 
     def _fsync_interval(self) -> None:
         if self._commit.durable_seq < self._seq:
@@ -292,23 +304,39 @@ class SpoolWriter:
                     self._after_fsync_failure(exc)
 
     def _probe_writable(self) -> None:
-        """After a write error, find out without traffic whether the disk takes writes again.
+        """After a write or fsync error, find out without traffic whether the disk takes data again.
 
-        Readiness is off while ``_last_error`` is set, so a load balancer sends
-        nothing that could clear it: retire the segment the error happened on
-        (nothing of a failed write is in it) and open a fresh one. Success clears
-        the error; failure leaves nothing behind and is tried again later.
+        Readiness is off meanwhile, so a load balancer sends nothing that could clear it. The
+        proof is a page written and fdatasynced (:func:`probe_disk`), not an empty file: a full
+        disk or a block quota lets a create through. Then the segment the error happened on is
+        retired if anything is in it (a segment that failed its fsync always), and a fresh one
+        opened if none is; an empty one is kept, so a failing disk leaves no trail of them.
         """
-        if self._last_error is None:
+        if not self._trouble:
             return
+        try:
+            probe_disk(self._dir, self.config.writer_id)
+        except OSError as exc:
+            self._failed_probes += 1
+            if self._failed_probes % 60 == 1:  # once a minute at most
+                log.warning("spool still unwritable", extra={"error": describe_os_error(exc),
+                                                             "probes_failed": self._failed_probes})
+            return
+        self._failed_probes = 0
         with self._lock:
-            if self._last_error is None or self._closed:
+            if self._closed:
                 return
-            self._seal_locked()
-            with contextlib.suppress(SpoolUnwritable):
-                self._open_segment()
-                self._last_error = None
-                log.info("spool writable again")
+            active = self._active
+            if active is not None and (self._commit.has_failed(active) or
+                                       (self._trouble.write_error and self._seq > active.start_seq)):
+                self._seal_locked()
+            if self._active is None:
+                with contextlib.suppress(SpoolUnwritable):  # the write error says why
+                    self._open_segment()
+                if self._active is None:
+                    return
+            self._trouble.disk_proven()
+            log.info("spool writable again")
 
     def _rescan_capacity_and_age(self) -> None:
         before = self._seq
@@ -335,8 +363,9 @@ class SpoolWriter:
         with self._lock:
             if self._closed:
                 return "writer closed"
-            if self._last_error is not None:
-                return f"spool unwritable: {self._last_error}"
+            trouble = self._trouble.reason()
+            if trouble is not None:
+                return trouble
             self._sync_capacity()
             why = self._capacity.refusal(max(self._refused_bytes, headroom, 1))
             return f"spool full: {why}" if why else None
@@ -355,8 +384,9 @@ class SpoolWriter:
             )
 
     def close(self) -> None:
-        """Stop the background thread and seal the active segment. Idempotent."""
-        self._housekeeper.stop()
+        """Stop the background threads and seal the active segment. Idempotent."""
+        for housekeeper in self._housekeepers:
+            housekeeper.stop()
         with self._lock:
             if self._closed:
                 return

@@ -70,6 +70,17 @@ class TailerConfig:
             raise ValueError("read_bytes must exceed the 1 MiB record limit")
         if self.permanent_retry_seconds <= 0 or self.max_backoff_seconds <= 0:
             raise ValueError("--permanent-retry and --max-backoff must be positive")
+        if self.archive_dir is not None and self.archive_max_bytes is None and self.archive_is_in_spool():
+            # It counts toward the receivers' --max-spool-bytes: unbounded, it would end by filling the
+            # cap with archives and refusing every event.
+            raise ValueError(f"--archive-dir {self.archive_dir} is inside the spool: it counts toward "
+                             "--max-spool-bytes, so it needs --archive-max-bytes (well under that cap)")
+
+    def archive_is_in_spool(self) -> bool:
+        if self.archive_dir is None:
+            return False
+        spool, archive = self.spool_dir.resolve(), self.archive_dir.resolve()
+        return archive == spool or spool in archive.parents
 
 
 _STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")

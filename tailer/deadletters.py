@@ -1,8 +1,11 @@
 """Dead letters of the shipper: lines that can never be shipped, kept in ``dead-letter/`` with the reason.
 
-Three kinds: a line over the record limit inside a read chunk (from the packer),
-a byte range read from a segment (a torn tail, a line longer than the read
-window), and a record the sink named as invalid (from a delivery thread).
+Four kinds: a line over the record limit inside a read chunk (from the packer),
+a line with a NUL byte in it (a hole: compact JSON never holds one, but a disk
+that lost the pages of a failed fsync and kept later ones reads back zeros —
+the bytes after them may even be a real event, kept here whole for an
+operator), a byte range read from a segment (a torn tail, a line longer than
+the read window), and a record the sink named as invalid (from a delivery thread).
 
 A line is released from its span (and so may be checkpointed past) only once
 its dead letter is written. When the disk refuses (``ENOSPC``, ``EROFS``…), the
@@ -40,7 +43,7 @@ class DeadLetters:
         self._metrics = metrics
         self._max_queued_bytes = max_queued_bytes
         self._released = released
-        self._queue: deque[tuple[Span, bytes, str]] = deque()
+        self._queue: deque[tuple[Span, bytes, str, str]] = deque()
         self._queued_bytes = 0
 
     def __bool__(self) -> bool:
@@ -50,9 +53,10 @@ class DeadLetters:
         """The disk has not taken a read chunk's worth of dead letters yet: read no more meanwhile."""
         return self._queued_bytes >= self._max_queued_bytes
 
-    def line(self, span: Span, line: bytes, reason: str) -> None:
-        """The packer's callback: written now, or queued until the disk takes it."""
-        self._queue.append((span, line, reason))
+    def line(self, span: Span, line: bytes, reason: str, kind: str = "too_large") -> None:
+        """The packer's callback (and the reader's, for a hole): written now, or queued until the disk
+        takes it. ``kind`` labels the metric."""
+        self._queue.append((span, line, reason, kind))
         self._queued_bytes += len(line)
         self.flush()
 
@@ -60,7 +64,7 @@ class DeadLetters:
         """Write what waits; True if anything was written."""
         worked = False
         while self._queue:
-            span, line, reason = self._queue[0]
+            span, line, reason, kind = self._queue[0]
             tag = hashlib.blake2b(line, digest_size=6).hexdigest()
             written = self._io.run("dead_letter", "", self._io.ops.write_dead_letter, self._dir, span.segment_id,
                                    span.start, [line], reason, tag=tag)
@@ -68,7 +72,7 @@ class DeadLetters:
                 return worked  # kept (and the line unacknowledged) until the disk takes it
             self._queue.popleft()
             self._queued_bytes -= len(line)
-            self._metrics.dead_letters.labels("too_large").inc()
+            self._metrics.dead_letters.labels(kind).inc()
             log.warning("line dead-lettered", extra={"segment": span.segment_id, "reason": reason})
             span.pending -= 1
             self._released(span.segment_id)

@@ -11,6 +11,7 @@ through :mod:`tailer.spoolio`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,9 +41,12 @@ class SegmentProgress:
         return self.segment.state is SegmentState.SEALED
 
     def close_fd(self) -> None:
+        """Close the segment's (read-only) descriptor. An error ``close`` reports (a deferred error of
+        NFS or a FUSE flush) is released with it and says nothing about data we only read."""
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def restart(self) -> None:
         """Forget every span: ship the segment again from its first byte."""

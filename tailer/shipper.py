@@ -244,11 +244,21 @@ class Shipper:
             return False
         lines = _LINE.findall(chunk.data)
         span = progress.new_span(chunk.start, chunk.end, len(lines))
+        if b"\0" in chunk.data:  # one memchr per chunk; compact JSON never holds a NUL byte
+            lines = self._dead_letter_holes(span, lines)
         self._packer.pack(span, lines)
         if span.pending <= 0:  # every line of it went to dead letters: nothing will acknowledge it
             self._tracker.advance(segment_id, size)
         self._ready.extend(self._packer.take_full())
         return True
+
+    def _dead_letter_holes(self, span, lines: list[bytes]) -> list[bytes]:
+        """Lines with a NUL byte go to dead letters (a hole in the file: see tailer.deadletters)."""
+        for line in lines:
+            if b"\0" in line:
+                self._dead.line(span, line, f"line holds {line.count(0)} NUL bytes: a hole left by the disk "
+                                            "(a failed fsync?), not an event", kind="hole")
+        return [line for line in lines if b"\0" not in line]
 
     def _dead_letter_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> bool:
         if not self._dead.range(progress, start, end, reason):

@@ -10,6 +10,9 @@ Invariants:
 - A segment that shrinks below what was already read is reported loudly
   (error log, ``spoolship_tailer_segments_shrunk_total``) and shipped again
   from byte 0: duplicates, never a loss.
+- The archive is pruned by its byte budget right after each segment is archived
+  (an archive inside the spool counts toward the receivers' cap: bytes moved
+  there must not pile up for a minute), and by age every ``ARCHIVE_PRUNE_SECONDS``.
 
 Every spool operation goes through :class:`tailer.spoolio.GuardedSpool`, so an
 I/O error postpones that operation and never stops the loop. Not thread-safe:
@@ -176,6 +179,7 @@ class SegmentTracker:
 
     def delete_finished(self) -> None:
         saved = self._store.offsets
+        by_bytes = self.config.archive_dir is not None and self.config.archive_max_bytes is not None
         for segment_id, progress in list(self.progress.items()):
             size = progress.segment.size
             if not progress.is_done() or (size and saved.get(segment_id) != size):
@@ -189,7 +193,9 @@ class SegmentTracker:
             self._metrics.segments_deleted.inc()
             log.info("segment shipped", extra={"segment": segment_id, "bytes": size,
                                                "archived": self.config.archive_dir is not None})
-        self._prune_archive()
+            if by_bytes:
+                self._prune_archive(now=True)  # after each one: the archive never holds a segment more
+        self._prune_archive(now=False)
 
     def _remove(self, segment: Segment) -> None:
         if self.config.archive_dir is not None:
@@ -197,9 +203,11 @@ class SegmentTracker:
         else:
             self._io.ops.delete_segment(segment.path)
 
-    def _prune_archive(self) -> None:
+    def _prune_archive(self, *, now: bool) -> None:
         config = self.config
-        if config.archive_dir is None or time.monotonic() - self._last_prune < ARCHIVE_PRUNE_SECONDS:
+        if config.archive_dir is None:
+            return
+        if not now and time.monotonic() - self._last_prune < ARCHIVE_PRUNE_SECONDS:
             return
         removed = self._io.run("prune_archive", "", self._io.ops.prune_archive, config.archive_dir,
                                max_bytes=config.archive_max_bytes, max_age_seconds=config.archive_max_age_seconds)

@@ -113,13 +113,14 @@ class PowerCutFS(Operations):
     def _is_frozen(self, path: str) -> bool:
         return any(path == f or path.startswith(f + "/") for f in self.frozen)
 
-    def _enter(self, op: str, *paths: str, datasync: bool | None = None) -> FaultRule | None:
+    def _enter(self, op: str, *paths: str, datasync: bool | None = None, grows: bool | None = None) -> FaultRule | None:
         """Count the call, find the rule that fires for it, wait out its delay or hold."""
         with self._mutex:
             self.calls[op if datasync is None else ("fdatasync" if datasync else "fsync")] += 1
             if any(self._is_frozen(p) for p in paths if p):
                 raise FuseOSError(errno.EIO)
-            fired = next((a.rule for a in self.rules.values() if a.rule.matches(op, paths, datasync) and a.take()), None)
+            fired = next((a.rule for a in self.rules.values()
+                          if a.rule.matches(op, paths, datasync, grows) and a.take()), None)
         if fired is None:
             return None
         if fired.delay_seconds:
@@ -258,7 +259,7 @@ class PowerCutFS(Operations):
 
     def write(self, path, data, offset, fh):
         node, where = self._handle(fh, path)
-        rule = self._enter("write", where)
+        rule = self._enter("write", where, grows=offset + len(data) > os.fstat(fh).st_size)
         if rule is not None and rule.short and len(data) > 1:
             data = data[: len(data) // 2]
         with self._mutex:
@@ -270,7 +271,8 @@ class PowerCutFS(Operations):
 
     def truncate(self, path, length, fh=None):
         where = path if fh is None else self._handle(fh, path)[1]
-        self._enter("truncate", where)
+        size = os.stat(self._real(where)).st_size if fh is None else os.fstat(fh).st_size
+        self._enter("truncate", where, grows=length > size)
         with self._mutex:
             node = self._node(where) if fh is None else self.handles[fh][0]
             if fh is None:
@@ -305,6 +307,12 @@ class PowerCutFS(Operations):
         return 0
 
     def flush(self, path, fh):
+        # Called at every close() of a descriptor (maybe more than once per handle, after dup):
+        # what a rule fails here is what close() returns. Not failed by a cut: the processes of a
+        # dead machine release their descriptors, and tests close theirs after a cut.
+        where = self._handle(fh, path)[1] if fh in self.handles else path
+        if not self._is_frozen(where):
+            self._enter("flush", where)
         return 0
 
     def release(self, path, fh):

@@ -81,8 +81,7 @@ class PowerCutDisk:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"power-cut disk did not start: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.01)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(self.socket_path))
+        sock = self._connect(deadline)
         self._stream = sock.makefile("rwb")
         sock.close()  # the file object keeps the connection
         self._call("ping")
@@ -91,6 +90,19 @@ class PowerCutDisk:
                 raise RuntimeError(f"power-cut disk not mounted: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.01)
         return self
+
+    def _connect(self, deadline: float) -> socket.socket:
+        # The socket file appears at bind(), before the daemon listens: refused until then.
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.socket_path))
+                return sock
+            except ConnectionRefusedError:
+                sock.close()
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"power-cut disk did not listen: {self.log_path.read_text()[-2000:]}") from None
+                time.sleep(0.01)
 
     def unmount(self) -> None:
         if self.process is None:

@@ -11,8 +11,14 @@ A rule with neither ``errno`` nor ``short`` only delays or holds.
 
 Operation names: ``create``, ``open``, ``read``, ``write``, ``truncate``,
 ``fsync`` (file fsync and fdatasync), ``fsyncdir``, ``rename``, ``unlink``,
-``mkdir``, ``rmdir``, ``readdir``, ``statfs``, or ``*`` for any of them. An
-``fsync`` rule may tell ``fsync`` from ``fdatasync`` (``datasync``).
+``mkdir``, ``rmdir``, ``readdir``, ``statfs``, ``flush`` (every ``close`` of a
+file descriptor: its errno is what ``close`` returns, as NFS or a FUSE file
+system reports a deferred write error; the descriptor is closed all the same),
+or ``*`` for any of them. An ``fsync`` rule may tell ``fsync`` from
+``fdatasync`` (``datasync``). A ``write`` or ``truncate`` rule with
+``grows_only`` fires only for a call that makes the file larger: a full disk
+(``ENOSPC`` with ``grows_only``) still lets a file be rewritten in place, as a
+disk with no free block left does for blocks already allocated.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import asdict, dataclass
 __all__ = ["OPERATIONS", "FaultRule"]
 
 OPERATIONS = frozenset({"create", "open", "read", "write", "truncate", "fsync", "fsyncdir", "rename",
-                        "unlink", "mkdir", "rmdir", "readdir", "statfs", "*"})
+                        "unlink", "mkdir", "rmdir", "readdir", "statfs", "flush", "*"})
 
 
 @dataclass
@@ -38,6 +44,7 @@ class FaultRule:
     delay_seconds: float = 0.0
     hold: bool = False
     datasync: bool | None = None  # fsync only: True matches fdatasync, False a full fsync, None both
+    grows_only: bool = False  # write/truncate only: fire only when the call makes the file larger
 
     def __post_init__(self) -> None:
         if self.op not in OPERATIONS:
@@ -46,13 +53,17 @@ class FaultRule:
             raise ValueError(f"unknown errno {self.errno!r}")
         if self.short and self.op not in ("write", "*"):
             raise ValueError("only a write can be short")
+        if self.grows_only and self.op not in ("write", "truncate", "*"):
+            raise ValueError("only a write or a truncate can grow a file")
 
     @property
     def errno_value(self) -> int | None:
         return getattr(errno_module, self.errno) if self.errno else None
 
-    def matches(self, op: str, paths: tuple[str, ...], datasync: bool | None = None) -> bool:
+    def matches(self, op: str, paths: tuple[str, ...], datasync: bool | None = None, grows: bool | None = None) -> bool:
         if self.datasync is not None and datasync is not None and self.datasync != datasync:
+            return False
+        if self.grows_only and not grows:
             return False
         return self.op in (op, "*") and any(fnmatch.fnmatchcase(p, self.path) for p in paths if p)
 

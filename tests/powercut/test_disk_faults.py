@@ -41,6 +41,7 @@ RECEIVER_OPERATIONS = [
     ("spool dir fsync", "fsyncdir", "", {}),
     ("capacity scan", "readdir", "", {}),
     ("free space check", "statfs", "", {}),
+    ("segment close", "flush", "/*.ndjson", {}),
 ]
 RECEIVER_CASES = [(name, op, path, {"errno": err}) for name, op, path, _ in RECEIVER_OPERATIONS for err in ERRNOS]
 RECEIVER_CASES += [("segment write", "write", "/*.active", {"short": True})]
@@ -125,6 +126,8 @@ TAILER_OPERATIONS = [
     ("dead-letter fsync", "fsync", f"/{DEAD_LETTER_DIR}/*"),
     ("dead-letter rename", "rename", f"/{DEAD_LETTER_DIR}/*"),
     ("spool listing", "readdir", ""),
+    ("orphan fsync", "fsync", "/orphan-*"),
+    ("segment close", "flush", "/*.ndjson"),
 ]
 TAILER_CASES = [(name, op, path, err) for name, op, path in TAILER_OPERATIONS for err in ("ENOSPC", "EIO")]
 
@@ -175,3 +178,73 @@ def test_tailer_keeps_running_through_a_disk_fault_and_ships_everything_after(di
         stop.set()
         loop.join(30)
         disk.clear()
+
+
+# -- readiness and the recovery probe ----------------------------------------------------------------------------
+
+PROBE_SECONDS = 0.05
+PROBE_STEPS = [("create", {}), ("write", {}), ("fsync", {}), ("flush", {}), ("unlink", {})]
+
+
+def _readyz(server) -> int:
+    return requests.get(server.url + "/readyz", timeout=10).status_code
+
+
+def _never_ready_for(server, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert _readyz(server) == 503, "ready while the disk still fails"
+        time.sleep(PROBE_SECONDS / 2)
+
+
+@pytest.mark.parametrize("err", ["ENOSPC", "EIO", "EDQUOT"])
+@pytest.mark.parametrize("op", ["write", "fsync"])
+def test_readiness_stays_off_while_every_append_fails_and_returns_by_itself(disk, fresh, monkeypatch, op, err):
+    """Review findings 5 and 6: with every fsync failing /readyz said 200 while every request got a 503;
+    with every data write failing, the probe turned it back to 200 after creating an empty file."""
+    import spooler.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "RECOVERY_PROBE_SECONDS", PROBE_SECONDS)
+    spool = disk.new_dir(f"{fresh.name}-spool")
+    server = LiveReceiver(ReceiverConfig(spool_dir=spool, fsync=FsyncPolicy.ALWAYS, min_free_bytes=0))
+    try:
+        assert post(server.url, 1, sync=False)[0].status_code == 201
+        rule = disk.inject(op, disk.rel(spool) + "/*.active", errno=err)  # the probe file is named like one
+        response, _ = post(server.url, 2, sync=False)
+        assert response.status_code == 503, response.text
+        _never_ready_for(server, 10 * PROBE_SECONDS)
+        segments = len(list_segments(spool, probe=False))
+        assert post(server.url, 1, sync=False)[0].status_code == 503
+        _never_ready_for(server, 10 * PROBE_SECONDS)
+        assert len(list_segments(spool, probe=False)) <= segments + 1, "a failing disk leaves a trail of segments"
+        disk.clear(rule)
+        wait_until(lambda: _readyz(server) == 200, message="ready again")
+        assert post(server.url, 2, sync=True)[0].status_code == 201
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("err", ["ENOSPC", "EIO"])
+@pytest.mark.parametrize(("op", "options"), PROBE_STEPS, ids=[s[0] for s in PROBE_STEPS])
+def test_the_recovery_probe_keeps_the_receiver_unready_while_any_of_its_steps_fails(disk, fresh, monkeypatch, op,
+                                                                                    options, err):
+    """Every step of the probe (create, write, fdatasync, close, unlink of its page) is an operation of the
+    errno table: while one fails the receiver stays unready, never a 500; once it works, ready again."""
+    import spooler.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "RECOVERY_PROBE_SECONDS", PROBE_SECONDS)
+    spool = disk.new_dir(f"{fresh.name}-spool")
+    server = LiveReceiver(ReceiverConfig(spool_dir=spool, fsync=FsyncPolicy.ALWAYS, min_free_bytes=0))
+    try:
+        assert post(server.url, 1, sync=False)[0].status_code == 201
+        probe = disk.inject(op, disk.rel(spool) + "/.probe-*", errno=err, **options)
+        disk.inject("write", disk.rel(spool) + "/*-*.active", errno="EIO", times=1)  # one failed append
+        response, _ = post(server.url, 1, sync=False)
+        assert response.status_code == 503, response.text
+        wait_until(lambda: disk.fired(probe) >= 2, message="the probe failing")
+        _never_ready_for(server, 6 * PROBE_SECONDS)
+        disk.clear(probe)
+        wait_until(lambda: _readyz(server) == 200, message="ready again")
+        assert post(server.url, 2, sync=True)[0].status_code == 201
+    finally:
+        server.close()

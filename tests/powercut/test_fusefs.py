@@ -145,6 +145,38 @@ def test_every_fault_reaches_the_caller_once_and_then_clears(disk, fresh, op, ca
         os.close(result)
 
 
+@pytest.mark.parametrize("err", ["EIO", "ENOSPC"])
+def test_a_flush_fault_is_what_close_returns_and_the_descriptor_is_closed_anyway(disk, fresh, err):
+    """As NFS or a FUSE file system reports a deferred write error at close()."""
+    fd = os.open(fresh / "f", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, b"x\n")
+    rule = disk.inject("flush", "*/f", errno=err, times=1)
+    with pytest.raises(OSError) as failed:
+        os.close(fd)
+    assert failed.value.errno == getattr(errno, err) and disk.fired(rule) == 1
+    with pytest.raises(OSError) as closed:
+        os.fstat(fd)
+    assert closed.value.errno == errno.EBADF
+
+
+def test_a_full_disk_refuses_growth_but_rewrites_in_place(disk, fresh):
+    write_file(fresh / "f", b"0123456789", fsync=True)
+    disk.inject("write", f"{disk.rel(fresh)}/*", errno="ENOSPC", grows_only=True)
+    disk.inject("truncate", f"{disk.rel(fresh)}/*", errno="ENOSPC", grows_only=True)
+    fd = os.open(fresh / "f", os.O_RDWR)
+    try:
+        assert os.pwrite(fd, b"abcde", 3) == 5
+        with pytest.raises(OSError) as grown:
+            os.pwrite(fd, b"XYZ", 9)
+        assert grown.value.errno == errno.ENOSPC
+        with pytest.raises(OSError):
+            os.ftruncate(fd, 20)
+        os.ftruncate(fd, 4)  # shrinking needs no block
+    finally:
+        os.close(fd)
+    assert (fresh / "f").read_bytes() == b"012a"
+
+
 def test_a_short_write_returns_its_count(disk, fresh):
     fd = os.open(fresh / "f", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     disk.inject("write", "*/f", short=True, times=1)

@@ -222,10 +222,10 @@ def test_sync_append_never_returns_before_a_concurrent_seals_fsync(make_writer, 
     monkeypatch.setattr(os, "fdatasync", slow_file_fsync(real_fdatasync))
     real_wait = writer._commit.wait_durable
 
-    def wait_after_the_seal_started(seq):
+    def wait_after_the_seal_started(seq, **options):
         appender_waiting.set()
         assert seal_in_fsync.wait(5)
-        real_wait(seq)
+        real_wait(seq, **options)
 
     monkeypatch.setattr(writer._commit, "wait_durable", wait_after_the_seal_started)
 

@@ -1,0 +1,122 @@
+"""The tailer's side of the hostile review of the spool: holes, archives inside the spool, empty
+segments, descriptors whose close reports an error."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+
+from spooler import (
+    DEAD_LETTER_DIR,
+    FsyncPolicy,
+    SpoolUnwritable,
+    SpoolWriter,
+    WriterConfig,
+    list_segments,
+    read_checkpoint,
+)
+from tailer import TailerConfig
+from tailer.kpl import deaggregate, is_aggregated
+from tests.unit.test_shipper import FakeSink, make_shipper, run_until, write_lines
+
+
+@pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregated"])
+def test_a_line_with_nul_bytes_is_dead_lettered_never_shipped(spool_dir, aggregate):
+    """Finding 4: after a failed fsync and a power cut a segment held zeros (the lost range) glued to
+    the next event, and the tailer shipped the zeros as part of a record."""
+    event = b'{"n":2,"note":"appended after the failed fsync"}\n'
+    good = [b'{"n":1}\n', b'{"n":3}\n']
+    (spool_dir / "w-00000001.ndjson").write_bytes(good[0] + b"\0" * 300 + event + good[1])
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, aggregate=aggregate, drain_timeout_seconds=10)
+    assert shipper.drain() == 0
+    shipped = [line for record in sink.accepted
+               for line in ([data for _key, data in deaggregate(record)] if is_aggregated(record) else [record])]
+    assert not [line for line in shipped if b"\0" in line], "NUL bytes reached the stream"
+    assert sorted(shipped) == good
+    kept = [p for p in (spool_dir / DEAD_LETTER_DIR).glob("*.bin")]
+    assert [p.read_bytes() for p in kept] == [b"\0" * 300 + event], "the event behind the hole is kept whole"
+    reason = json.loads(kept[0].with_suffix(".json").read_text())["reason"]
+    assert "NUL" in reason
+    assert not list_segments(spool_dir, probe=False)
+
+
+def _archive_bytes(archive) -> int:
+    return sum(p.stat().st_size for p in archive.iterdir() if p.is_file())
+
+
+def test_the_archive_is_pruned_right_after_each_archiving(spool_dir):
+    """Finding 2: the archive was pruned only every 60 s; inside the spool it counts toward the
+    receivers' cap, so the spool stayed 'full' for a minute while it grew past --archive-max-bytes."""
+    archive = spool_dir / "archive"
+    budget = 3000
+    shipper = make_shipper(spool_dir, FakeSink(), archive_dir=archive, archive_gzip=False,
+                           archive_max_bytes=budget)
+    for writer in ("a", "b", "c", "d", "e"):
+        write_lines(spool_dir, writer, 80)
+        run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+        assert _archive_bytes(archive) <= budget, f"the archive holds {_archive_bytes(archive)} bytes"
+
+
+def test_an_archive_inside_the_spool_without_a_byte_limit_is_refused_at_start_up(spool_dir, tmp_path):
+    with pytest.raises(ValueError, match="--archive-max-bytes"):
+        TailerConfig(spool_dir, "s", archive_dir=spool_dir / "archive")
+    with pytest.raises(ValueError, match="inside the spool"):
+        TailerConfig(spool_dir, "s", archive_dir=spool_dir / "a" / "b", archive_max_age_seconds=60)
+    TailerConfig(spool_dir, "s", archive_dir=spool_dir / "archive", archive_max_bytes=10**6)
+    TailerConfig(spool_dir, "s", archive_dir=tmp_path / "elsewhere")
+
+
+def test_an_empty_segment_from_a_refused_write_never_blocks_the_drain(spool_dir, monkeypatch):
+    """Finding 7 (the review's exact case): one refused write, the recovery probe opens a fresh segment,
+    the receiver shuts down and seals it empty after the tailer's last checkpoint; the drain must end
+    with 0 (it used to wait for a checkpoint entry of the empty segment and exit 1)."""
+    import spooler.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "RECOVERY_PROBE_SECONDS", 0.02)
+    writer = SpoolWriter(WriterConfig(spool_dir, "rcv", min_free_bytes=0, fsync=FsyncPolicy.INTERVAL))
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, drain_timeout_seconds=5)
+    writer.append(b'{"n":1}\n')
+    writer.seal()
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False) and sink.accepted)
+    real_write = os.write
+    failed = []
+
+    def refuse_once(fd, data):
+        if not failed:
+            failed.append(fd)
+            raise OSError(errno.EIO, "Input/output error")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", refuse_once)
+    with pytest.raises(SpoolUnwritable):  # a 503 "written: none"
+        writer.append(b'{"n":2}\n')
+    monkeypatch.setattr(os, "write", real_write)
+    run_until(shipper, lambda: writer.refusal() is None and list_segments(spool_dir, probe=False))
+    writer.close()  # seals the fresh, empty segment
+    assert [s.size for s in list_segments(spool_dir, probe=False)] == [0]
+    assert shipper.drain() == 0
+    assert not list_segments(spool_dir, probe=False)
+    assert read_checkpoint(spool_dir) == {}
+
+
+def test_a_segment_descriptor_whose_close_reports_an_error_never_stops_the_tailer(spool_dir, monkeypatch):
+    _, lines = write_lines(spool_dir, "a", 300, segment_bytes=1500)
+    real_close = os.close
+
+    def close_reports_eio(fd):
+        real_close(fd)
+        raise OSError(errno.EIO, "Input/output error")
+
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, drain_timeout_seconds=10)
+    monkeypatch.setattr(os, "close", close_reports_eio)
+    try:
+        run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    finally:
+        monkeypatch.setattr(os, "close", real_close)
+    assert sorted(sink.accepted) == sorted(lines)
