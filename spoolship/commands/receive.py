@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from receiver.body_buffers import DEFAULT_MAX_BUFFERED_BODY_BYTES
 from receiver.config import (
     DEFAULT_IDLE_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
@@ -94,6 +95,10 @@ def _pin_malloc() -> None:
 @option("--max-parse-bytes", type=SIZE, default=DEFAULT_MAX_PARSE_BYTES,
               help="Memory a worker may spend on request bodies in flight, estimated before parsing: "
                    "a body needing more gets 413; one that does not fit beside others, 503.")
+@option("--max-buffered-body-bytes", type=SIZE, default=DEFAULT_MAX_BUFFERED_BODY_BYTES,
+              help="Request bodies a worker holds while they arrive and wait for a thread (up to 8 MiB of it in "
+                   "memory, the rest in temp files under $TMPDIR); a body that would pass it gets 503 + "
+                   "Retry-After when its headers end. Size the temp volume for workers x this.")
 @option("--shutdown-delay", "shutdown_delay_seconds", type=DURATION, default=0.0,
               help="After SIGTERM, keep serving (unready) this long before draining.")
 @option("--shutdown-timeout", "shutdown_timeout_seconds", type=DURATION,
