@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from receiver.auth import ApiKeys, KeyFileError
 from receiver.body_buffers import DEFAULT_MAX_BUFFERED_BODY_BYTES
 from receiver.config import (
     DEFAULT_IDLE_TIMEOUT_SECONDS,
@@ -121,8 +122,10 @@ def receive(log_level: str, **options) -> None:
     configure_logging(log_level)
     try:
         config = ReceiverConfig(**options)
-        EventValidator.from_file(config.schema_file)  # fail at start, not per request
-    except (SchemaError, ValueError) as exc:
+        EventValidator.from_file(config.schema_file)  # fail at start, not per request (or in a worker)
+        if config.api_key_file is not None:
+            ApiKeys(config.api_key_file)
+    except (SchemaError, KeyFileError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if config.workers == 1:
         from receiver.server import serve
