@@ -14,6 +14,14 @@
   whole request, so a burst bought credit for a trickle). A connection that
   falls behind is closed. (An idle keep-alive connection between requests is
   closed after ``--idle-timeout``: waitress's own channel timeout.)
+- **Lingering close**: a request refused before its body was read (401, 413,
+  503, bad framing) is answered and the connection closed, but a client that
+  sends its body without waiting for ``100 Continue`` may still be sending it.
+  Closing a socket with unread bytes sends a reset, which can make the client's
+  kernel discard the answer before it is read (a "connection reset" instead of
+  the 503 and its Retry-After). So the connection is shut for writing after the
+  answer and what still arrives is read and dropped, for at most
+  ``LINGER_SECONDS`` or ``--max-body-bytes``, as Apache and nginx do.
 - **What a closed connection held** of its body budget is given back.
 - waitress's "Client disconnected while serving" is counted, not logged each time.
 
@@ -25,6 +33,7 @@ upgrade moves what is used here.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from waitress.channel import HTTPChannel
@@ -32,10 +41,13 @@ from waitress.channel import HTTPChannel
 from .guard import GuardedParser, GuardSettings, JsonErrorTask
 from .throttled_log import ThrottledLog
 
-__all__ = ["MAX_QUEUED_REQUESTS", "MIN_REQUEST_BYTES_PER_SECOND", "close_slow_requests", "guarded_channel_class"]
+__all__ = ["LINGER_SECONDS", "MAX_QUEUED_REQUESTS", "MIN_REQUEST_BYTES_PER_SECOND", "close_slow_requests",
+           "guarded_channel_class"]
 
 MAX_QUEUED_REQUESTS = 2  # parsed and waiting for (or in) service on one connection
 MIN_REQUEST_BYTES_PER_SECOND = 1024
+LINGER_SECONDS = 2.0  # Apache's lingering close; enough for a proxy on the same network to finish sending
+_DISCARD_BYTES = 65536
 _DISCONNECTED = "Client disconnected while serving"
 
 
@@ -60,6 +72,9 @@ class _GuardedChannel(HTTPChannel):
     _request_started_at = 0.0
     _held = b""  # pipelined bytes not parsed yet
     _body_window: tuple[float, int, GuardedParser] | None = None  # (started at, body bytes then, request)
+    _linger_on_close = False  # a request was refused before its body was read
+    _lingering_until: float | None = None
+    _discarded = 0
 
     def parser_class(self, adj) -> GuardedParser:  # waitress calls self.parser_class(self.adj)
         return self.parser_type(adj, self)
@@ -92,23 +107,73 @@ class _GuardedChannel(HTTPChannel):
             self.received(held)
 
     def readable(self) -> bool:
+        if self.lingering:
+            return not self.will_close
         self._feed_held()
         return super().readable()
 
+    def writable(self) -> bool:
+        if self.lingering:
+            return self.will_close  # nothing more is sent; closing goes through handle_write
+        return super().writable()
+
     def handle_write(self) -> None:
+        if self.lingering:
+            if self.will_close:
+                self.handle_close()
+            return
         super().handle_write()
         self._feed_held()
 
     def handle_close(self) -> None:
+        if self._linger_on_close and self._lingering_until is None and self.connected and self._start_lingering():
+            return
         super().handle_close()
         request = self.request  # one still arriving: what its body held is given back
         if request is not None:
             request.close()
 
+    # -- lingering close -----------------------------------------------------------------------------
+
+    def refused_unread(self) -> None:
+        """A request is refused (answer, then close) while its body may still be on its way."""
+        self._linger_on_close = True
+
+    def _start_lingering(self) -> bool:
+        try:
+            self.socket.shutdown(socket.SHUT_WR)  # the answer, then FIN; the client's bytes are still read
+        except OSError:
+            return False
+        self._lingering_until = time.monotonic() + LINGER_SECONDS
+        self.will_close = self.close_when_flushed = False
+        return True
+
+    @property
+    def lingering(self) -> bool:
+        return self._lingering_until is not None
+
+    def handle_read(self) -> None:
+        if not self.lingering:
+            super().handle_read()
+            return
+        try:
+            data = self.recv(_DISCARD_BYTES)  # an empty read (the client closed) closes, in recv()
+        except OSError:
+            data = b""
+            self.handle_close()
+        self._discarded += len(data)
+        if data and self._discarded > self.guard.max_body_bytes + _DISCARD_BYTES:
+            self.handle_close()
+
+    def linger_expired(self, now: float) -> bool:
+        return self._lingering_until is not None and now >= self._lingering_until
+
     # -- slow requests -----------------------------------------------------------------------------
 
     def is_too_slow(self, now: float) -> bool:
         """A request is arriving, none is in service, and it missed its header deadline or its body's rate."""
+        if self.lingering:
+            return False
         request = self.request
         if request is None or request.completed or self.requests:
             self._request_started_at = now  # the clocks start when the connection is free to read again
@@ -140,11 +205,16 @@ def guarded_channel_class(settings: GuardSettings) -> type[HTTPChannel]:
 
 
 def close_slow_requests(server) -> int:
-    """Mark for closing every channel of ``server`` whose request arrives too slowly; return how many."""
+    """Mark for closing every channel of ``server`` whose request arrives too slowly (return how many),
+    and every one that has lingered long enough."""
     now = time.monotonic()
     closed = 0
     for channel in list(server.active_channels.values()):
-        if isinstance(channel, _GuardedChannel) and not channel.will_close and channel.is_too_slow(now):
+        if not isinstance(channel, _GuardedChannel) or channel.will_close:
+            continue
+        if channel.linger_expired(now):
+            channel.will_close = True
+        elif channel.is_too_slow(now):
             channel.will_close = True
             closed += 1
     if closed:

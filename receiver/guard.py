@@ -159,6 +159,8 @@ class GuardedParser(HTTPRequestParser):
             # would send "100 Continue" anyway, mark the request incomplete again and wait for a body.
             self.expect_continue = False
         if self.error is not None:
+            if channel is not None:
+                channel.refused_unread()  # close without a reset: see receiver/connection.py
             return len(data)  # the connection closes after the error: what follows is never parsed
         return consumed
 

@@ -26,6 +26,10 @@ __all__ = ["bind_socket", "connection_limit", "make_server", "with_security_head
 
 # One send() for headers and body (waitress's default flushes the headers alone first).
 SEND_BYTES = 65536
+# The kernel's send buffer per connection (Linux doubles it). Answers are small; autotuning let each
+# connection of a client that reads nothing take up to 4 MiB of answers (socket memory, charged to the
+# container's cgroup), and kept the worker making answers for it as fast as they were taken.
+SEND_BUFFER_BYTES = 16 * 1024
 LISTEN_BACKLOG = 2048
 # waitress's default (100, counting the listener itself) let 100 slow clients stop every other
 # connection, the kubelet's probes included. Idle keep-alive pools of the proxies in front
@@ -45,6 +49,7 @@ def bind_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True) 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)  # accepted connections inherit it
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))

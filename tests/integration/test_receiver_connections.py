@@ -252,3 +252,43 @@ def test_expect_100_continue_without_a_body_is_answered_at_once(live, raw, statu
         elapsed = time.monotonic() - started
     assert response.status == status, response  # before: "100 Continue", then nothing until the slow guard closed it
     assert elapsed < 3.0
+
+
+# -- refused before the body is read, while the client still sends it ------------------------------------
+
+LARGE = 4 * 1024 * 1024  # more than the socket buffers take: the client is still sending when it is refused
+
+
+def _send_all_then_read(port: int, data: bytes):
+    """As nginx forwards a buffered body: send all of it, then read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(data)  # before: the receiver closed with bytes unread; the reset broke this send
+        return read_response(sock, timeout=20)
+
+
+@pytest.mark.parametrize("case", ["401-no-key", "413-too-large", "503-buffers-full"])
+def test_an_early_refusal_reaches_a_client_that_is_still_sending_its_body(live, tmp_path, case):
+    """The connection lingers: shut for writing after the answer, what still arrives read and dropped."""
+    key_file = tmp_path / "keys"
+    key_file.write_text("right-key-0123456789ab\n")
+    server = live(api_key_file=key_file, max_body_bytes=5 * 1024 * 1024, max_buffered_body_bytes=6 * 1024 * 1024)
+    key = "X-Api-Key: right-key-0123456789ab"
+    holders = []
+    if case == "401-no-key":
+        request, status = _head(LARGE) + _body(LARGE), 401
+    elif case == "413-too-large":
+        request, status = _head(6 * 1024 * 1024, key) + _body(6 * 1024 * 1024), 413
+    else:
+        holders = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+        for sock in holders:
+            sock.sendall(_head(1536 * 1024, key))
+        wait_until(lambda: server.server.channel_class.guard.buffers.used_bytes == 3 * 1024 * 1024, timeout=10,
+                   message="both bodies counted")
+        request, status = _head(LARGE, key) + _body(LARGE), 503
+    try:
+        response = _send_all_then_read(server.port, request)
+        assert response.status == status, response
+        assert response.closed
+    finally:
+        for sock in holders:
+            sock.close()

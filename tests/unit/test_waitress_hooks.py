@@ -9,6 +9,7 @@ import inspect
 
 import waitress.parser
 import waitress.utilities
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.buffers import OverflowableBuffer
 from waitress.channel import HTTPChannel
@@ -66,6 +67,9 @@ def test_the_channel_and_server_hooks_we_use_exist():
     readable = inspect.getsource(HTTPChannel.readable)
     assert "self.requests" in readable and "self.total_outbufs_len" in readable
     assert Adjustments.channel_request_lookahead == 0
+    # Lingering close: an empty read closes through handle_close; a closing channel closes from handle_write.
+    assert "self.handle_close()" in inspect.getsource(wasyncore.dispatcher.recv)
+    assert "self.handle_close()" in inspect.getsource(HTTPChannel.handle_write)
     # The message the channel logger counts instead of logging.
     assert 'self.logger.info("Client disconnected while serving' in inspect.getsource(HTTPChannel.service)
     assert "self.maintenance(now)" in inspect.getsource(BaseWSGIServer.readable)
