@@ -152,6 +152,8 @@ class GuardedParser(HTTPRequestParser):
             channel.hold(data)  # pipelined ahead of the answers: parsed once the client has read them
             return len(data)
         consumed = super().received(data)
+        if self.headers_finished:
+            self.header_plus = b""  # waitress keeps the last partial block (up to 16 KiB) for the request's life
         if self.chunked and self.error is None and self.body_rcv is not None:
             self._count_chunked_body()
         if self.completed:

@@ -108,8 +108,8 @@ def _pin_malloc() -> None:
               help="Close a keep-alive connection idle this long; keep it above the proxy's keep-alive "
                    "(ingress-nginx and AWS ALB: 60 s), or the proxy may reuse a closing one (502).")
 @option("--read-timeout", "read_timeout_seconds", type=DURATION, default=DEFAULT_READ_TIMEOUT_SECONDS,
-              help="Close a connection whose request headers take longer, or whose body then comes "
-                   "slower than 1 KiB/s (slowloris).")
+              help="Close a connection whose request headers are not complete this long after their first "
+                   "byte, or whose body then comes slower than 1 KiB/s over such a window (slowloris).")
 @option("--probe-port", type=click.IntRange(min=0, max=65535), default=None,
               help="Also serve /healthz, /readyz and /metrics on this port, which a flood of clients on "
                    "--port cannot starve; /metrics then leaves --port. Default: probes on --port only.")
