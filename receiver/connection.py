@@ -156,11 +156,7 @@ class _GuardedChannel(HTTPChannel):
         if not self.lingering:
             super().handle_read()
             return
-        try:
-            data = self.recv(_DISCARD_BYTES)  # an empty read (the client closed) closes, in recv()
-        except OSError:
-            data = b""
-            self.handle_close()
+        data = self.recv(_DISCARD_BYTES)  # the client closing (an empty read, a reset) closes, in recv()
         self._discarded += len(data)
         if data and self._discarded > self.guard.max_body_bytes + _DISCARD_BYTES:
             self.handle_close()

@@ -292,3 +292,20 @@ def test_an_early_refusal_reaches_a_client_that_is_still_sending_its_body(live, 
     finally:
         for sock in holders:
             sock.close()
+
+
+def test_a_lingering_connection_drops_at_most_about_a_body_before_it_closes(live):
+    """Lingering is bounded by bytes too, not only by time: a client streaming without end is cut off."""
+    server = live(max_body_bytes=100 * 1024, max_buffered_body_bytes=1024 * 1024)
+    piece = b" " * 65536
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(_head(10 * 1024 * 1024))  # over --max-body-bytes: 413 when the headers end
+        try:
+            while sent < 2 * 1024**3:
+                sock.sendall(piece)
+                sent += len(piece)
+        except OSError:
+            pass  # closed once ~--max-body-bytes more were dropped (plus what the socket buffers took)
+    # Without the bound the receiver dropped bytes for 2 s: gigabytes at loopback speed.
+    assert sent < 32 * 1024**2, sent
