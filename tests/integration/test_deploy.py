@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from receiver.app import create_app
+from receiver.auth import MIN_KEY_CHARS
 from receiver.body_buffers import MAX_BUFFERED_IN_MEMORY_BYTES, SMALL_BODY_BYTES
 from receiver.budget import DEFAULT_SMALL_BYTES
 from receiver.config import ReceiverConfig
@@ -511,7 +512,7 @@ def check_container_args(c: dict, pod: dict, configmaps: dict, objects: list[dic
         for arg in args:  # files the args name inside a Secret mount: the Secret is the operator's
             named = Path(arg.split("=", 1)[-1])
             if any(named.is_relative_to(local) for local in mirrors.values()) and not named.exists():
-                named.write_text("placeholder-key\n")
+                named.write_text("placeholder-key-0123456789\n")
         if c.get("command"):
             assert c["command"] == ["python", "-m", "spoolship.local_kinesis"]
             build_parser().parse_args(args)
@@ -585,6 +586,8 @@ def test_dev_overlay_points_the_tailer_at_its_local_kinesis():
     assert secret["metadata"]["name"].startswith("spoolship-api-keys")
     volume = next(v for v in workload(objects)["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-keys")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    keys = base64.b64decode(secret["data"]["api-keys"]).decode()
+    assert all(len(k) >= MIN_KEY_CHARS for k in keys.split()), "the receiver refuses to start with a shorter key"
 
 
 def test_production_statefulset_fields_that_cannot_change_are_as_first_shipped():
