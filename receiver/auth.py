@@ -19,7 +19,12 @@ steps), so what a reload takes from it is decided here, once:
   (fail closed), and an error is logged at each check;
 - a deleted or unreadable file keeps the last good keys, with an error logged at
   each check and ``file_ok`` false (``spoolship_receiver_api_key_file_ok`` 0);
-- at start, a file without keys or that cannot be read is an error.
+- a line shorter than ``MIN_KEY_CHARS`` (16) is not a key: a guessable key, or
+  the prefix a stalled writer left behind (which the settle rule alone would
+  take after 2 s). At start it is an error naming the line; on a reload the line
+  is ignored, with an error logged at each check;
+- at start, a file without keys or that cannot be read is an error
+  (:class:`KeyFileError`, which the CLI shows as a usage error).
 
 Replacing the file atomically (write a temp file, rename it — what the kubelet
 does for Secrets) never shows a half-written state at all.
@@ -37,12 +42,17 @@ from pathlib import Path
 
 from .errors import Unauthorized
 
-__all__ = ["RELOAD_CHECK_SECONDS", "SETTLE_SECONDS", "ApiKeys"]
+__all__ = ["MIN_KEY_CHARS", "RELOAD_CHECK_SECONDS", "SETTLE_SECONDS", "ApiKeys", "KeyFileError"]
 
 log = logging.getLogger(__name__)
 RELOAD_CHECK_SECONDS = 5.0
 SETTLE_SECONDS = 2.0
 READ_ATTEMPTS = 3
+MIN_KEY_CHARS = 16  # `openssl rand -hex 16` gives 32
+
+
+class KeyFileError(ValueError):
+    """The key file cannot be used at start: unreadable, without keys, or with a key too short."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,17 @@ class _KeyFile:
     complete: tuple[bytes, ...]  # keys on lines that end in a newline
     unterminated: bytes | None  # a last line without its newline, if it holds a key
     modified_ns: int
+    too_short: tuple[int, ...] = ()  # numbers of complete lines whose key is shorter than MIN_KEY_CHARS
+    last_line: int = 1  # the number of the unterminated line
+
+    def tail_key(self, settled: bool) -> bytes | None:
+        """The unterminated last line as a key: once settled, and only if long enough."""
+        tail = self.unterminated
+        return tail if settled and tail is not None and len(tail) >= MIN_KEY_CHARS else None
+
+    def short_lines(self, settled: bool) -> tuple[int, ...]:
+        tail_short = settled and self.unterminated is not None and len(self.unterminated) < MIN_KEY_CHARS
+        return (*self.too_short, self.last_line) if tail_short else self.too_short
 
 
 class _Unstable(Exception):
@@ -70,6 +91,21 @@ def _key(line: bytes) -> bytes | None:
     return line if line and not line.startswith(b"#") else None
 
 
+def _keys(lines: list[bytes]) -> tuple[tuple[bytes, ...], tuple[int, ...]]:
+    """The keys of complete lines, and the numbers of the lines too short to be keys."""
+    keys: list[bytes] = []
+    short: list[int] = []
+    for number, line in enumerate(lines, start=1):
+        key = _key(line)
+        if key is None:
+            continue
+        if len(key) < MIN_KEY_CHARS:
+            short.append(number)
+        else:
+            keys.append(key)
+    return tuple(keys), tuple(short)
+
+
 def _read_key_file(path: Path) -> _KeyFile:
     """Stat, read, stat again until the two agree; raises OSError or _Unstable."""
     for _attempt in range(READ_ATTEMPTS):
@@ -78,8 +114,8 @@ def _read_key_file(path: Path) -> _KeyFile:
         after = os.stat(path)
         if _signature(before) == _signature(after) and len(data) == after.st_size:
             *lines, last = data.split(b"\n")
-            complete = tuple(k for k in map(_key, lines) if k is not None)
-            return _KeyFile(_signature(after), complete, _key(last), after.st_mtime_ns)
+            complete, too_short = _keys(lines)
+            return _KeyFile(_signature(after), complete, _key(last), after.st_mtime_ns, too_short, len(lines) + 1)
     raise _Unstable(f"{path} changed while being read, {READ_ATTEMPTS} times")
 
 
@@ -159,12 +195,17 @@ class ApiKeys:
         self.file_ok = True
         if found.signature != self._loaded or not self._settled:
             self._take(found)
+        short = found.short_lines(found.signature == self._loaded and self._settled)
+        if short:
+            log.error("api key lines too short; ignored", extra={"path": str(self._path), "lines": list(short),
+                                                                 "min_chars": MIN_KEY_CHARS})
         if not self._keys:
             log.error("api key file holds no keys; every request is refused", extra={"path": str(self._path)})
 
     def _take(self, found: _KeyFile) -> None:
         settled = self._is_settled(found)
-        keys = found.complete + ((found.unterminated,) if settled and found.unterminated else ())
+        tail = found.tail_key(settled)
+        keys = found.complete + ((tail,) if tail is not None else ())
         if not keys and not settled:
             return  # a rewrite in progress: keep the keys in use until it settles
         changed = keys != self._keys
@@ -187,11 +228,16 @@ class ApiKeys:
             try:
                 found = _read_key_file(self._path)
             except (OSError, _Unstable) as exc:
-                raise ValueError(f"cannot read API key file {self._path}: {exc}") from None
+                raise KeyFileError(f"cannot read API key file {self._path}: {exc}") from None
             settled = self._is_settled(found) or time.monotonic() >= deadline
             if found.complete or settled:
                 break
             time.sleep(0.05)  # only a fresh, still incomplete file: wait for its writer to finish
+        short = found.short_lines(settled)
+        if short:
+            lines = ", ".join(map(str, short))
+            raise KeyFileError(f"API key file {self._path}: line {lines} holds a key shorter than {MIN_KEY_CHARS} "
+                               "characters (make keys with e.g. `openssl rand -hex 16`)")
         self._take(found)
         if not self._keys:
-            raise ValueError(f"{self._path} holds no API keys")
+            raise KeyFileError(f"API key file {self._path} holds no API keys")

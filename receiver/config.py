@@ -4,7 +4,7 @@ Settings the pipeline cannot honour are refused here, at start-up, with a
 message naming the limit (every entry point builds a ReceiverConfig; the CLI
 shows the ValueError as a usage error): a ``max_depth`` orjson cannot
 serialize, a ``max_event_bytes`` that does not fit one Kinesis record, limits
-that contradict each other, a parse budget no body of the allowed size fits.
+that contradict each other, a parse or buffer budget no body of the allowed size fits.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from spooler.config import (
     DEFAULT_SEGMENT_BYTES,
 )
 
+from .body_buffers import DEFAULT_MAX_BUFFERED_BODY_BYTES
 from .budget import DEFAULT_SMALL_BYTES
 from .cost import ASCII_BYTES_PER_BYTE
 
@@ -79,6 +80,8 @@ class ReceiverConfig:
     max_events: int = DEFAULT_MAX_EVENTS
     max_depth: int = DEFAULT_MAX_DEPTH
     max_parse_bytes: int = DEFAULT_MAX_PARSE_BYTES
+    # Request bodies one worker's connections hold while they arrive and wait (receiver/body_buffers.py).
+    max_buffered_body_bytes: int = DEFAULT_MAX_BUFFERED_BODY_BYTES
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     segment_age_seconds: float = DEFAULT_SEGMENT_AGE_SECONDS
     max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES
@@ -124,6 +127,9 @@ class ReceiverConfig:
         if self.max_event_bytes < smallest:
             raise ValueError(f"--max-event-bytes {self.max_event_bytes} is below the smallest event "
                              f"({smallest} bytes: {{}} with its stamps): every event would be refused")
+        if self.max_buffered_body_bytes < self.max_body_bytes:
+            raise ValueError(f"--max-buffered-body-bytes {self.max_buffered_body_bytes} is below --max-body-bytes "
+                             f"{self.max_body_bytes}: a body of the allowed size could never be taken")
         if self.max_inflated_bytes < self.max_body_bytes:
             raise ValueError(f"--max-inflated-bytes {self.max_inflated_bytes} is below --max-body-bytes "
                              f"{self.max_body_bytes}: every body is parsed after decoding, so a plain body "

@@ -22,6 +22,7 @@ a client cannot make the receiver echo (or a log store keep) kilobytes.
 from __future__ import annotations
 
 import math
+import re
 
 import orjson
 
@@ -37,6 +38,7 @@ __all__ = [
     "Unavailable",
     "Unsupported",
     "clip",
+    "clip_quoted",
     "quote_client_value",
 ]
 
@@ -53,6 +55,20 @@ def clip(text: str, limit: int) -> str:
 def quote_client_value(value: object) -> str:
     """A client-sent value as it may appear in a message: quoted, at most 64 characters of it."""
     return repr(clip(str(value), MAX_CLIENT_VALUE_CHARS))
+
+
+# A Python string literal as repr() writes one: '...' or "...", with backslash escapes.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def clip_quoted(text: str) -> str:
+    """``text`` with every quoted literal in it (what a library's message quotes from input) cut to 64 characters."""
+
+    def clipped(match: re.Match[str]) -> str:
+        literal = match.group(0)
+        return literal[0] + clip(literal[1:-1], MAX_CLIENT_VALUE_CHARS) + literal[-1]
+
+    return _QUOTED.sub(clipped, text)
 
 
 def _clip_strings(value: object) -> object:

@@ -2,66 +2,67 @@
 
 waitress reads a whole request — headers and body — before the WSGI app runs.
 Some requests must be stopped earlier than the app could, or where the app
-never sees them:
+never sees them; this module's parser does it when a request's headers end:
 
-- **Framing** (RFC 9112): ``Content-Length`` together with ``Transfer-Encoding``
-  (§6.1, the request-smuggling shape; waitress would go by the chunking and keep
-  the connection open) and obsolete line folding (§5.2) get 400, and the
-  connection is closed after the answer.
+- **Framing** (RFC 9112; receiver/framing.py): ambiguous or faulty framing gets
+  400 (505 for an HTTP version other than 1.0 and 1.1), and the connection is
+  closed after the answer.
 - **Bodies not worth reading**: a ``Content-Length`` over ``--max-body-bytes``
-  gets 413 as soon as the headers end (waitress's own limit, set to exactly the
-  receiver's); with API keys, a large or chunked body without a valid key gets
-  401 as soon as the headers end. Neither body is read or spilled to a temp
-  file, and no ``100 Continue`` invites the client to send it.
-- **Slow requests** (slowloris): a request must send its headers within
-  ``--read-timeout`` of its first byte, and keep sending at
-  ``MIN_REQUEST_BYTES_PER_SECOND`` after that; a connection that does not is
-  closed. (An idle keep-alive connection between requests is closed after
-  ``--idle-timeout``; that is waitress's own channel timeout.)
+  gets 413 (waitress's own limit, set to exactly the receiver's); with API
+  keys, a body over ``EARLY_KEY_CHECK_BODY_BYTES`` or a chunked one without a
+  valid key gets 401; a body that would pass the worker's
+  ``--max-buffered-body-bytes`` (receiver/body_buffers.py) gets 503 +
+  ``Retry-After`` — a chunked one as soon as what has arrived does. None of the
+  refused body is read, no ``100 Continue`` invites it, and the connection is
+  closed.
+- **Expect: 100-continue** on a request that has no body to send (or that is
+  already decided) is answered at once: waitress sent "100 Continue" and then
+  waited for a body that never came.
 - **waitress's own errors** are JSON like the app's, labelled from one table
-  (:data:`WAITRESS_ERROR_CODES`), with the client's text clipped.
+  (:data:`WAITRESS_ERROR_CODES`), repeating at most 64 characters of the request.
 
-This reaches into waitress's parser, channel and server maintenance (waitress is
-pinned in pyproject.toml); ``tests/unit/test_waitress_hooks.py`` fails loudly if
-an upgrade moves what is used here.
+The connection-level rules (pipelining, slow requests) are receiver/connection.py's.
+This reaches into waitress's parser (waitress is pinned in pyproject.toml);
+``tests/unit/test_waitress_hooks.py`` fails loudly if an upgrade moves what is used.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 
 import orjson
-from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 from waitress.utilities import Error
 
 from .auth import ApiKeys
-from .errors import MAX_CLIENT_VALUE_CHARS, clip
+from .body_buffers import SMALL_BODY_BYTES, BodyBuffers
+from .errors import MAX_CLIENT_VALUE_CHARS, MAX_MESSAGE_CHARS, clip
+from .framing import check_raw_framing, framing_error, transfer_encodings
 from .throttled_log import ThrottledLog
 
 __all__ = [
     "EARLY_KEY_CHECK_BODY_BYTES",
-    "MIN_REQUEST_BYTES_PER_SECOND",
     "NOSNIFF",
+    "RETRY_AFTER_SECONDS",
     "WAITRESS_ERROR_CODES",
+    "BuffersFull",
     "GuardSettings",
+    "GuardedParser",
+    "JsonErrorTask",
     "KeyRequired",
-    "close_slow_requests",
-    "guarded_channel_class",
 ]
 
 log = logging.getLogger(__name__)
 
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
-# A body smaller than this is read before the app's own key check (it is in the socket
-# buffers already, and the client gets the app's 401 on a connection that stays open).
-EARLY_KEY_CHECK_BODY_BYTES = 64 * 1024
-MIN_REQUEST_BYTES_PER_SECOND = 1024
+# A body of at most this is read before the app's own key check (it is in the socket buffers already, and
+# the client gets the app's 401 on a connection that stays open). It is also what the body budget never counts.
+EARLY_KEY_CHECK_BODY_BYTES = SMALL_BODY_BYTES
+RETRY_AFTER_SECONDS = 1
 # waitress's error statuses → our `error` codes. Any status not listed is a bug in this table:
-# tests/unit/test_waitress_hooks.py checks it covers every waitress error class.
+# tests/unit/test_waitress_hooks.py checks it covers every waitress error class (ours included).
 WAITRESS_ERROR_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -69,6 +70,8 @@ WAITRESS_ERROR_CODES = {
     431: "headers_too_large",
     500: "internal_error",
     501: "not_implemented",
+    503: "unavailable",
+    505: "http_version_not_supported",
 }
 
 
@@ -79,97 +82,129 @@ class KeyRequired(Error):
     reason = "Unauthorized"
 
 
+class BuffersFull(Error):
+    """A body that would pass the worker's --max-buffered-body-bytes, refused before (more of) it is read."""
+
+    code = 503
+    reason = "Service Unavailable"
+
+
 @dataclass(frozen=True)
 class GuardSettings:
     max_body_bytes: int
     read_timeout_seconds: float
     keys: ApiKeys | None = None
+    buffers: BodyBuffers = field(default_factory=BodyBuffers)
     slow_log: ThrottledLog = field(default_factory=lambda: ThrottledLog(log, "slow requests closed"))
+    disconnect_log: ThrottledLog = field(
+        default_factory=lambda: ThrottledLog(log, "clients disconnected before their answer", level=logging.INFO))
 
 
-class _JsonErrorTask(ErrorTask):
-    """waitress's own answers (malformed request, body over the limit, ...) as our JSON errors."""
+def _clip_request_text(text: str) -> str:
+    """waitress quotes the offending request text last, between double quotes: cut it to 64 characters.
+
+    (Everything after the first quote counts as the quote: the client's text may hold quotes itself.)
+    """
+    head, quote, rest = text.partition('"')
+    if quote:
+        text = head + quote + clip(rest.removesuffix('"'), MAX_CLIENT_VALUE_CHARS) + quote
+    return clip(text, MAX_MESSAGE_CHARS)
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own answers (malformed request, body over the limit, ...) as our JSON errors; always closes."""
 
     def execute(self) -> None:
         error = self.request.error
         settings: GuardSettings = self.channel.guard
-        code = WAITRESS_ERROR_CODES.get(error.code, "internal_error")
+        doc: dict[str, object] = {"error": WAITRESS_ERROR_CODES.get(error.code, "internal_error")}
         if error.code == 413:
-            message = f"request body exceeds {settings.max_body_bytes} bytes"
+            doc["message"] = f"request body exceeds {settings.max_body_bytes} bytes"
         else:
-            message = f"{error.reason}: {clip(str(error.body), 2 * MAX_CLIENT_VALUE_CHARS)}"
-        body = orjson.dumps({"error": code, "message": message})
+            doc["message"] = _clip_request_text(f"{error.reason}: {error.body}")
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.response_headers.append(NOSNIFF)
         if error.code == 401:
             self.response_headers.append(("WWW-Authenticate", 'Bearer realm="spoolship"'))
+        if error.code == 503:
+            doc.update(retry_after_seconds=float(RETRY_AFTER_SECONDS), written="none")
+            self.response_headers.append(("Retry-After", str(RETRY_AFTER_SECONDS)))
+        body = orjson.dumps(doc)
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
 
 
-class _GuardedParser(HTTPRequestParser):
-    guard: GuardSettings  # set on the subclass made by guarded_channel_class
+class GuardedParser(HTTPRequestParser):
+    """waitress's request parser with the checks above. ``channel`` (if given) may hold back pipelined bytes."""
+
+    guard: GuardSettings  # set on the subclass made per server (receiver/connection.py)
+
+    def __init__(self, adj, channel=None) -> None:
+        super().__init__(adj)
+        self.channel = channel
+        self.held_bytes = 0  # what this request's body counts for in guard.buffers
 
     def received(self, data: bytes) -> int:
+        channel = self.channel
+        if channel is not None and not self.header_plus and not self.header_bytes_received and channel.should_hold():
+            channel.hold(data)  # pipelined ahead of the answers: parsed once the client has read them
+            return len(data)
         consumed = super().received(data)
-        if self.error is not None:
-            # An answer is decided: no "100 Continue" may invite the body (waitress would send one
-            # and then read the whole body after all).
+        if self.headers_finished:
+            self.header_plus = b""  # waitress keeps the last partial block (up to 16 KiB) for the request's life
+        if self.chunked and self.error is None and self.body_rcv is not None:
+            self._count_chunked_body()
+        if self.completed:
+            # Nothing is left to invite (no body, the whole body is here, or the answer is decided): waitress
+            # would send "100 Continue" anyway, mark the request incomplete again and wait for a body.
             self.expect_continue = False
+        if self.error is not None:
+            if channel is not None:
+                channel.refused_unread()  # close without a reset: see receiver/connection.py
+            return len(data)  # the connection closes after the error: what follows is never parsed
         return consumed
 
     def parse_header(self, header_plus: bytes) -> None:
-        if b"\r\n " in header_plus or b"\r\n\t" in header_plus:
-            raise ParsingError("obsolete line folding is not accepted (RFC 9112, section 5.2)")
+        check_raw_framing(header_plus)
+        te_values = transfer_encodings(header_plus)
         super().parse_header(header_plus)
-        headers = self.headers
-        if "CONTENT_LENGTH" in headers and (self.chunked or "TRANSFER_ENCODING" in headers):
-            raise ParsingError("Content-Length with Transfer-Encoding is not accepted (RFC 9112, section 6.1)")
-        keys = self.guard.keys
+        error = framing_error(te_values, self.version, self.headers)
+        if error is not None:
+            self._refuse(error)
+        else:
+            self._admit_body()
+
+    def close(self) -> None:
+        super().close()
+        held, self.held_bytes = self.held_bytes, 0
+        self.guard.buffers.give_back(held)
+
+    def _refuse(self, error: Error) -> None:
+        self.error = error
+        self.completed = True
+
+    def _admit_body(self) -> None:
+        guard, headers = self.guard, self.headers
         large = self.chunked or self.content_length > EARLY_KEY_CHECK_BODY_BYTES
-        if keys is not None and large and not keys.is_valid(headers.get("AUTHORIZATION"), headers.get("X_API_KEY")):
-            self.error = KeyRequired("a valid API key is required before a large body is read")
-            self.completed = True
+        if guard.keys is not None and large and not guard.keys.is_valid(headers.get("AUTHORIZATION"),
+                                                                        headers.get("X_API_KEY")):
+            self._refuse(KeyRequired("a valid API key is required before a large body is read"))
+        elif not self.chunked and 0 < self.content_length <= guard.max_body_bytes:
+            if guard.buffers.grow(0, self.content_length):
+                self.held_bytes = guard.buffers.counted(self.content_length)
+            else:
+                self._refuse(self._full())
+        # A larger Content-Length gets waitress's own 413 right after this.
 
+    def _count_chunked_body(self) -> None:
+        buffers = self.guard.buffers
+        if buffers.grow(self.held_bytes, self.body_bytes_received):
+            self.held_bytes = max(self.held_bytes, buffers.counted(self.body_bytes_received))
+        else:
+            self._refuse(self._full())
 
-class _GuardedChannel(HTTPChannel):
-    error_task_class = _JsonErrorTask
-    guard: GuardSettings
-    _request_started_at = 0.0
-
-    def received(self, data: bytes) -> bool:
-        before = self.request
-        result = super().received(data)
-        if self.request is not None and self.request is not before:
-            self._request_started_at = time.monotonic()
-        return result
-
-    def is_too_slow(self, now: float) -> bool:
-        """A request is being received, has taken too long for the bytes it sent, and none is in service."""
-        request = self.request
-        if request is None or request.completed or self.requests:
-            return False
-        sent = request.header_bytes_received + request.body_bytes_received
-        allowed = self.guard.read_timeout_seconds + sent / MIN_REQUEST_BYTES_PER_SECOND
-        return now - self._request_started_at > allowed
-
-
-def guarded_channel_class(settings: GuardSettings) -> type[HTTPChannel]:
-    """A waitress channel class (with its parser) applying ``settings``."""
-    parser = type("GuardedParser", (_GuardedParser,), {"guard": settings})
-    return type("GuardedChannel", (_GuardedChannel,), {"guard": settings, "parser_class": parser})
-
-
-def close_slow_requests(server) -> int:
-    """Mark for closing every channel of ``server`` whose request arrives too slowly; return how many."""
-    now = time.monotonic()
-    closed = 0
-    for channel in list(server.active_channels.values()):
-        if isinstance(channel, _GuardedChannel) and not channel.will_close and channel.is_too_slow(now):
-            channel.will_close = True
-            closed += 1
-    if closed:
-        server.channel_class.guard.slow_log.add(closed)
-    return closed
+    def _full(self) -> BuffersFull:
+        return BuffersFull(f"this worker holds as many request bodies as it may ({self.guard.buffers.capacity_bytes} "
+                           "bytes, --max-buffered-body-bytes); retry shortly")

@@ -17,13 +17,19 @@ from collections.abc import Callable
 from waitress.server import create_server
 
 from .auth import ApiKeys
+from .body_buffers import INBUF_OVERFLOW_BYTES, BodyBuffers
 from .config import ReceiverConfig
-from .guard import NOSNIFF, GuardSettings, close_slow_requests, guarded_channel_class
+from .connection import close_slow_requests, guarded_channel_class
+from .guard import NOSNIFF, GuardSettings
 
 __all__ = ["bind_socket", "connection_limit", "make_server", "with_security_headers"]
 
 # One send() for headers and body (waitress's default flushes the headers alone first).
 SEND_BYTES = 65536
+# The kernel's send buffer per connection (Linux doubles it). Answers are small; autotuning let each
+# connection of a client that reads nothing take up to 4 MiB of answers (socket memory, charged to the
+# container's cgroup), and kept the worker making answers for it as fast as they were taken.
+SEND_BUFFER_BYTES = 16 * 1024
 LISTEN_BACKLOG = 2048
 # waitress's default (100, counting the listener itself) let 100 slow clients stop every other
 # connection, the kubelet's probes included. Idle keep-alive pools of the proxies in front
@@ -33,14 +39,17 @@ MIN_CONNECTION_LIMIT = 64
 RESERVED_DESCRIPTORS = 64  # segments, the spool directory, logs, the probe listener
 # How often idle and slow connections are looked for (waitress's default: 30 s).
 CLEANUP_INTERVAL_SECONDS = 1
-# nginx's largest default (4 x 8 KiB); waitress's default 256 KiB per connection is a lot of memory.
-MAX_REQUEST_HEADER_BYTES = 32 * 1024
+# Request line and headers. Every connection may hold this much (1,000 connections: 16 MiB); waitress's
+# default, 256 KiB, would be 250 MiB. nginx takes up to 4 x 8 KiB, but real requests to an ingest endpoint
+# (no cookies of a web app) carry a few hundred bytes; 16 KiB is also Node.js's default.
+MAX_REQUEST_HEADER_BYTES = 16 * 1024
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)  # accepted connections inherit it
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
@@ -51,12 +60,15 @@ def bind_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True) 
 
 def make_server(app, sock: socket.socket, config: ReceiverConfig, *, keys: ApiKeys | None = None,
                 threads: int | None = None, max_connections: int | None = None,
-                on_tick: Callable[[], None] | None = None):
+                max_body_bytes: int | None = None, on_tick: Callable[[], None] | None = None):
     """A waitress server for ``app`` on ``sock`` with the receiver's limits and request guard.
 
-    ``keys`` lets the guard refuse large unauthenticated bodies before reading them;
+    ``keys`` lets the guard refuse large unauthenticated bodies before reading them; the server's
+    bodies together stay within ``--max-buffered-body-bytes`` (receiver/body_buffers.py);
+    ``max_body_bytes`` overrides ``--max-body-bytes`` (the probe listener takes no bodies);
     ``on_tick`` runs on the serving loop about once a second (a liveness heartbeat).
     """
+    max_body = config.max_body_bytes if max_body_bytes is None else max_body_bytes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # send_bytes: still the only knob for this
         server = create_server(
@@ -69,13 +81,15 @@ def make_server(app, sock: socket.socket, config: ReceiverConfig, *, keys: ApiKe
             cleanup_interval=CLEANUP_INTERVAL_SECONDS,
             connection_limit=max_connections or connection_limit(),
             # waitress refuses a Content-Length >= this at the end of the headers (>=, hence + 1).
-            max_request_body_size=config.max_body_bytes + 1,
+            max_request_body_size=max_body + 1,
             max_request_header_size=MAX_REQUEST_HEADER_BYTES,
+            inbuf_overflow=INBUF_OVERFLOW_BYTES,  # what the body budget counts as memory
             expose_tracebacks=False,
             backlog=LISTEN_BACKLOG,
         )
+    buffers = BodyBuffers(config.max_buffered_body_bytes if max_body_bytes is None else max_body)
     server.channel_class = guarded_channel_class(
-        GuardSettings(config.max_body_bytes, config.read_timeout_seconds, keys))
+        GuardSettings(max_body, config.read_timeout_seconds, keys, buffers))
     _run_with_maintenance(server, on_tick)
 
     def pull_trigger_thunk(thunk) -> None:

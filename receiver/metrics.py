@@ -2,6 +2,9 @@
 
 With ``--workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before the
 workers start, and ``/metrics`` on any worker aggregates every worker's values.
+The pod-wide gauges use ``live*`` modes: a dead worker's values leave them
+when the supervisor marks it dead (``multiprocess.mark_process_dead``); every
+worker keeps its own values current (receiver/gauges.py).
 """
 
 from __future__ import annotations
@@ -37,23 +40,23 @@ class ReceiverMetrics:
         )
         self.spool_bytes = Gauge(
             "spoolship_receiver_spool_bytes", "Bytes in the spool as last measured",
-            multiprocess_mode="max", registry=r,
+            multiprocess_mode="livemax", registry=r,
         )
         self.spool_free_bytes = Gauge(
             "spoolship_receiver_spool_free_bytes", "Free bytes on the spool's disk",
-            multiprocess_mode="min", registry=r,
+            multiprocess_mode="livemin", registry=r,
         )
         self.ready = Gauge(
-            "spoolship_receiver_ready", "1 when accepting appends", multiprocess_mode="min", registry=r
+            "spoolship_receiver_ready", "1 when accepting appends", multiprocess_mode="livemin", registry=r
         )
         self.api_keys = Gauge(
             "spoolship_receiver_api_keys", "API keys in use (0 with --api-key-file: every request is refused)",
-            multiprocess_mode="min", registry=r,
+            multiprocess_mode="livemin", registry=r,
         )
         self.api_key_file_ok = Gauge(
             "spoolship_receiver_api_key_file_ok",
             "0 while the API key file cannot be read and the last good keys stay in use",
-            multiprocess_mode="min", registry=r,
+            multiprocess_mode="livemin", registry=r,
         )
 
     def exposition(self) -> bytes:

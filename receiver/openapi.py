@@ -66,13 +66,14 @@ def build_openapi(config: ReceiverConfig) -> dict:
                                                "before this answer"}},
                         },
                         "400": _error("Malformed body or events failing validation (nothing written)"),
-                        "401": _error("Missing or wrong API key (for a body over 64 KiB or chunked: "
+                        "401": _error("Missing or wrong API key (for a body over 8 KiB or chunked: "
                                       "answered when the headers end, and the connection closed)"),
                         "403": _error("Origin not allowed (see --cors-origin)"),
                         "413": _error("Body, inflated body, event, event count or parse memory (--max-parse-bytes) too large"),
                         "415": _error("Unsupported Content-Type, charset or Content-Encoding"),
-                        "503": _error("Spool full or unwritable, or the worker's parse memory in use by other large "
-                                       "requests; retry after Retry-After", retry_after=True),
+                        "503": _error("Spool full or unwritable, the worker's parse memory in use by other large "
+                                       "requests, or the worker holding as many request bodies as it may "
+                                       "(--max-buffered-body-bytes); retry after Retry-After", retry_after=True),
                     },
                 },
                 "options": {"summary": "CORS preflight", "responses": {"204": {"description": "allowed"},

@@ -18,11 +18,12 @@ from .app import ReceiverState, create_probe_app
 from .config import ReceiverConfig
 from .listener import make_server
 
-__all__ = ["PROBE_CONNECTION_LIMIT", "PROBE_THREADS", "ProbeListener"]
+__all__ = ["PROBE_CONNECTION_LIMIT", "PROBE_MAX_BODY_BYTES", "PROBE_THREADS", "ProbeListener"]
 
 log = logging.getLogger(__name__)
 PROBE_THREADS = 2
 PROBE_CONNECTION_LIMIT = 64
+PROBE_MAX_BODY_BYTES = 8 * 1024  # nothing here takes a body: a larger one gets 413 when its headers end
 
 
 class ProbeListener:
@@ -31,7 +32,7 @@ class ProbeListener:
     def __init__(self, state: ReceiverState, config: ReceiverConfig, sock: socket.socket) -> None:
         self.port = sock.getsockname()[1]
         self._server = make_server(create_probe_app(state), sock, config, threads=PROBE_THREADS,
-                                   max_connections=PROBE_CONNECTION_LIMIT)
+                                   max_connections=PROBE_CONNECTION_LIMIT, max_body_bytes=PROBE_MAX_BODY_BYTES)
         self._thread = threading.Thread(target=self._server.run, name="probe-listener", daemon=True)
 
     def start(self) -> ProbeListener:

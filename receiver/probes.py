@@ -26,6 +26,7 @@ from flask import Flask, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .errors import Unavailable
+from .gauges import refresh_gauges
 
 if TYPE_CHECKING:
     from .app import ReceiverState
@@ -68,11 +69,5 @@ def add_probe_routes(app: Flask, state: ReceiverState, *, detailed: bool, metric
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
-        stats = state.writer.stats()
-        metrics.spool_bytes.set(stats.spool_bytes)
-        metrics.spool_free_bytes.set(stats.free_bytes)
-        if state.keys is not None:
-            state.keys.refresh()
-            metrics.api_keys.set(state.keys.count)
-            metrics.api_key_file_ok.set(1 if state.keys.file_ok else 0)
+        refresh_gauges(state)  # this worker's; every other worker refreshes its own (receiver/gauges.py)
         return Response(metrics.exposition(), status=200, content_type=CONTENT_TYPE_LATEST)

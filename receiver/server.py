@@ -19,12 +19,15 @@ from spooler import SpoolWriter
 
 from .app import ReceiverState, create_app, writer_config
 from .config import ReceiverConfig
+from .gauges import GaugeRefresher
 from .listener import bind_socket, make_server
 from .probe_listener import ProbeListener
 
 __all__ = ["bind_socket", "make_server", "serve"]
 
 log = logging.getLogger(__name__)
+
+
 class _GracefulStop:
     """Turns a signal into: unready → (delay) → stop accepting → drain → end the loop."""
 
@@ -89,6 +92,7 @@ def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socke
     """Run one worker until SIGTERM/SIGINT (or, if ``supervised``, its parent's death); return the exit code."""
     writer = SpoolWriter(writer_config(config, worker))
     probes: ProbeListener | None = None
+    gauges: GaugeRefresher | None = None
     try:
         app = create_app(config, writer=writer)
         state: ReceiverState = app.extensions["spoolship"]
@@ -105,6 +109,7 @@ def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socke
             _stop_when_parent_dies(stopper)
         host, port = sock.getsockname()[:2]
         _tick(state)
+        gauges = GaugeRefresher(state).start()  # before the first scrape can reach this worker
         if probes is not None:
             probes.start()
         log.info("receiver listening", extra={"host": host, "port": port, "worker": str(worker),
@@ -115,6 +120,8 @@ def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socke
     finally:
         if probes is not None:
             probes.close()  # after the drain: the kubelet saw "unready: shutting down" until the end
+        if gauges is not None:
+            gauges.close()
         writer.close()
     log.info("receiver stopped", extra={"worker": str(worker), "writer": writer.config.writer_id})
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import fastjsonschema
 import orjson
 
-from .errors import Invalid
+from .errors import MAX_CLIENT_VALUE_CHARS, Invalid, clip, clip_quoted
 
 __all__ = ["EventValidator", "SchemaError"]
 
@@ -59,16 +59,28 @@ class EventValidator:
             try:
                 validate(event)
             except fastjsonschema.JsonSchemaValueException as exc:
-                errors.append({"index": index, "message": exc.message, "path": _json_path(exc.path)})
+                errors.append({"index": index, "message": _message(exc), "path": _json_path(exc.path)})
                 if len(errors) >= MAX_REPORTED_ERRORS:
                     break
         if errors:
             raise Invalid(f"{len(errors)} of {len(events)} events failed validation", errors=errors)
 
 
-def _json_path(path: list | None) -> str:
-    """fastjsonschema paths start with 'data'; show them as '$.field[0]'."""
-    out = "$"
+def _json_path(path: list | None, root: str = "$") -> str:
+    """fastjsonschema paths start with 'data'; show them as '$.field[0]', each key cut to 64 characters."""
+    out = root
     for part in (path or ["data"])[1:]:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        out += f"[{part}]" if isinstance(part, int) else f".{clip(str(part), MAX_CLIENT_VALUE_CHARS)}"
     return out
+
+
+def _message(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    """fastjsonschema's message, repeating at most 64 characters of any key or value the client sent.
+
+    Client text reaches a message two ways: the name of the failing value (``data.<key>``: a key matched
+    by additionalProperties or patternProperties) and the quoted keys of ``must not contain {...}``.
+    """
+    message = exc.message
+    if exc.name:
+        message = message.replace(exc.name, _json_path(exc.path, root="data"))
+    return clip_quoted(message)

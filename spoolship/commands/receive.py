@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from receiver.auth import ApiKeys, KeyFileError
+from receiver.body_buffers import DEFAULT_MAX_BUFFERED_BODY_BYTES
 from receiver.config import (
     DEFAULT_IDLE_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
@@ -94,6 +96,10 @@ def _pin_malloc() -> None:
 @option("--max-parse-bytes", type=SIZE, default=DEFAULT_MAX_PARSE_BYTES,
               help="Memory a worker may spend on request bodies in flight, estimated before parsing: "
                    "a body needing more gets 413; one that does not fit beside others, 503.")
+@option("--max-buffered-body-bytes", type=SIZE, default=DEFAULT_MAX_BUFFERED_BODY_BYTES,
+              help="Request bodies a worker holds while they arrive and wait for a thread (up to 8 MiB of it in "
+                   "memory, the rest in temp files under $TMPDIR); a body that would pass it gets 503 + "
+                   "Retry-After when its headers end. Size the temp volume for workers x this.")
 @option("--shutdown-delay", "shutdown_delay_seconds", type=DURATION, default=0.0,
               help="After SIGTERM, keep serving (unready) this long before draining.")
 @option("--shutdown-timeout", "shutdown_timeout_seconds", type=DURATION,
@@ -102,8 +108,8 @@ def _pin_malloc() -> None:
               help="Close a keep-alive connection idle this long; keep it above the proxy's keep-alive "
                    "(ingress-nginx and AWS ALB: 60 s), or the proxy may reuse a closing one (502).")
 @option("--read-timeout", "read_timeout_seconds", type=DURATION, default=DEFAULT_READ_TIMEOUT_SECONDS,
-              help="Close a connection whose request headers take longer, or whose body then comes "
-                   "slower than 1 KiB/s (slowloris).")
+              help="Close a connection whose request headers are not complete this long after their first "
+                   "byte, or whose body then comes slower than 1 KiB/s over such a window (slowloris).")
 @option("--probe-port", type=click.IntRange(min=0, max=65535), default=None,
               help="Also serve /healthz, /readyz and /metrics on this port, which a flood of clients on "
                    "--port cannot starve; /metrics then leaves --port. Default: probes on --port only.")
@@ -116,8 +122,10 @@ def receive(log_level: str, **options) -> None:
     configure_logging(log_level)
     try:
         config = ReceiverConfig(**options)
-        EventValidator.from_file(config.schema_file)  # fail at start, not per request
-    except (SchemaError, ValueError) as exc:
+        EventValidator.from_file(config.schema_file)  # fail at start, not per request (or in a worker)
+        if config.api_key_file is not None:
+            ApiKeys(config.api_key_file)
+    except (SchemaError, KeyFileError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if config.workers == 1:
         from receiver.server import serve

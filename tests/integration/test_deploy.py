@@ -19,10 +19,13 @@ import kubernetes_validate
 import pytest
 import requests
 import yaml
-from waitress.adjustments import Adjustments
 
 from receiver.app import create_app
+from receiver.auth import MIN_KEY_CHARS
+from receiver.body_buffers import MAX_BUFFERED_IN_MEMORY_BYTES, SMALL_BODY_BYTES
+from receiver.budget import DEFAULT_SMALL_BYTES
 from receiver.config import ReceiverConfig
+from receiver.listener import CONNECTION_LIMIT, MAX_REQUEST_HEADER_BYTES, SEND_BUFFER_BYTES
 from receiver.validation import EventValidator
 from spooler import parse_duration, parse_size
 from spoolship.cli import main as spoolship_main
@@ -283,7 +286,7 @@ def receiver_settings(objects: list[dict]) -> dict:
     params = {p.name: p for p in receive.params}
     out = {}
     for name in ("workers", "threads", "max_spool_bytes", "min_free_bytes", "max_body_bytes",
-                 "max_inflated_bytes", "max_events", "segment_bytes"):
+                 "max_inflated_bytes", "max_events", "segment_bytes", "max_parse_bytes", "max_buffered_body_bytes"):
         flag = params[name].opts[0]
         value = arg_value(args, flag)
         out[name] = params[name].type.convert(value, params[name], None) if value is not None else params[name].default
@@ -310,6 +313,10 @@ def test_spool_cap_fits_the_claim_with_a_stated_margin(rendered):
     assert s["min_free_bytes"] >= overshoot, f"{overlay}: min free {s['min_free_bytes']} < overshoot {overshoot}"
 
 
+# The temp volume over what the receiver can spill at most, as measured (docs/deploy.md, "Memory and /tmp").
+TEMP_MARGIN = 1.5
+
+
 def test_temp_volumes_hold_what_waitress_spills_and_ephemeral_limits_cover_them(rendered):
     overlay, objects = rendered
     pod = workload(objects)["spec"]["template"]["spec"]
@@ -317,10 +324,11 @@ def test_temp_volumes_hold_what_waitress_spills_and_ephemeral_limits_cover_them(
     volumes = {v["name"]: v for v in pod["volumes"]}
     receiver = container(pod, "receiver")
     [tmp] = [m["name"] for m in receiver["volumeMounts"] if m["mountPath"] == "/tmp"]
-    # waitress buffers each connection's body (up to max_request_body_size = 2 x --max-body-bytes, see
-    # receiver/server.py) in a temp file past 512 KiB, for up to connection_limit connections per worker.
-    spill = s["workers"] * Adjustments.connection_limit * 2 * s["max_body_bytes"]
-    assert quantity_bytes(volumes[tmp]["emptyDir"]["sizeLimit"]) >= spill + 16 * 2**20, overlay
+    # waitress keeps a body past 512 KiB in a temp file; the bodies a worker holds at once are capped by
+    # --max-buffered-body-bytes (receiver/body_buffers.py: a body that would pass it gets 503 when its
+    # headers end). The probe listener takes no body over 8 KiB, which never leaves memory.
+    spill = s["workers"] * s["max_buffered_body_bytes"]
+    assert quantity_bytes(volumes[tmp]["emptyDir"]["sizeLimit"]) >= TEMP_MARGIN * spill, overlay
     # Kubelet evicts a pod whose emptyDirs + logs exceed the sum of its containers' limits: cover them.
     log_allowance = 64 * 2**20  # kubelet rotates container logs at 10Mi x 5 files by default
     empty_dirs = sum(quantity_bytes(v["emptyDir"]["sizeLimit"]) for v in pod["volumes"] if "emptyDir" in v)
@@ -339,11 +347,29 @@ def test_temp_volumes_hold_what_waitress_spills_and_ephemeral_limits_cover_them(
 
 # --- Finding 6: memory --------------------------------------------------------------------------------
 
-# Measured (issue 17): one worker with four concurrent 7 MB gzip batches reached ~438 MiB; idle ~55 MiB.
-# PROVISIONAL until the receiver's parse-memory budget (receiver-trust) reports its measured worst case.
-RECEIVER_IDLE_RSS = 55 * 2**20
-RECEIVER_PARSE_BUDGET = 400 * 2**20
+# A receiver worker's memory, from the receiver's own limits (docs/http-api.md, "Limits, and memory"):
+# the process itself and the allocator arenas small objects pin (37 + 13 MB, measured), its parse budget
+# (--max-parse-bytes; estimates are >= 1.16x what is used), the small requests the budget never counts
+# (threads x 512 KiB), the request bodies in memory (at most 8 MiB, receiver/body_buffers.py), and every
+# connection it may hold with the largest headers and an uncounted body plus waitress's objects (measured
+# ~30 KB each), and the kernel's send buffer of each (doubled by Linux; socket memory is charged to the
+# container). Plus the supervisor and multiprocessing's resource tracker (35 + 13 MiB, measured).
+WORKER_PROCESS_RSS = 50 * 2**20
+CONNECTION_OBJECTS_BYTES = 8 * 1024
+SUPERVISOR_RSS = 48 * 2**20
+MEMORY_MARGIN = 1.25
+# Measured (docs/deploy.md, "Memory and /tmp"; tests/integration/test_receiver_deploy_memory.py): the
+# StatefulSet's args, the largest accepted batches of five shapes, plain and gzip, 16 at once, with 1,900
+# connections holding 16 KiB headers and 8 KiB bodies: 184 MiB of RssAnon over all the container's
+# processes, and up to 104 MiB of TCP memory on the whole host (both ends of every loopback connection).
+MEASURED_WORST_BYTES = (184 + 104) * 2**20
 TAILER_WORST_RSS = 150 * 2**20  # tests/integration/test_tailer_memory.py's bound
+
+
+def receiver_worker_bytes(s: dict) -> int:
+    per_connection = MAX_REQUEST_HEADER_BYTES + SMALL_BODY_BYTES + CONNECTION_OBJECTS_BYTES + 2 * SEND_BUFFER_BYTES
+    return (WORKER_PROCESS_RSS + s["max_parse_bytes"] + s["threads"] * DEFAULT_SMALL_BYTES
+            + MAX_BUFFERED_IN_MEMORY_BYTES + CONNECTION_LIMIT * per_connection)
 
 
 def test_memory_limits_fit_the_worst_allowed_requests(rendered):
@@ -351,8 +377,10 @@ def test_memory_limits_fit_the_worst_allowed_requests(rendered):
     pod = workload(objects)["spec"]["template"]["spec"]
     s = receiver_settings(objects)
     receiver, tailer = container(pod, "receiver"), container(pod, "tailer")
-    needed = s["workers"] * (RECEIVER_IDLE_RSS + RECEIVER_PARSE_BUDGET)
-    assert quantity_bytes(receiver["resources"]["limits"]["memory"]) >= needed, overlay
+    limit = quantity_bytes(receiver["resources"]["limits"]["memory"])
+    needed = SUPERVISOR_RSS + s["workers"] * receiver_worker_bytes(s)
+    assert limit >= MEMORY_MARGIN * needed, f"{overlay}: {limit / 2**20:.0f} MiB < {MEMORY_MARGIN} x {needed / 2**20:.0f}"
+    assert limit >= MEMORY_MARGIN * MEASURED_WORST_BYTES, overlay
     assert quantity_bytes(tailer["resources"]["limits"]["memory"]) >= TAILER_WORST_RSS
     for c in pod["containers"]:
         assert quantity_bytes(c["resources"]["requests"]["memory"]) <= quantity_bytes(c["resources"]["limits"]["memory"])
@@ -499,7 +527,7 @@ def check_container_args(c: dict, pod: dict, configmaps: dict, objects: list[dic
         for arg in args:  # files the args name inside a Secret mount: the Secret is the operator's
             named = Path(arg.split("=", 1)[-1])
             if any(named.is_relative_to(local) for local in mirrors.values()) and not named.exists():
-                named.write_text("placeholder-key\n")
+                named.write_text("placeholder-key-0123456789\n")
         if c.get("command"):
             assert c["command"] == ["python", "-m", "spoolship.local_kinesis"]
             build_parser().parse_args(args)
@@ -573,6 +601,8 @@ def test_dev_overlay_points_the_tailer_at_its_local_kinesis():
     assert secret["metadata"]["name"].startswith("spoolship-api-keys")
     volume = next(v for v in workload(objects)["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-keys")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    keys = base64.b64decode(secret["data"]["api-keys"]).decode()
+    assert all(len(k) >= MIN_KEY_CHARS for k in keys.split()), "the receiver refuses to start with a shorter key"
 
 
 def test_production_statefulset_fields_that_cannot_change_are_as_first_shipped():

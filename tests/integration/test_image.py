@@ -33,7 +33,7 @@ from tests.servers.kinesis import user_records
 ADDED_BYTES_BUDGET = 60_000_000
 # The whole image on the stand-in base (Debian's python3, ~179 MB); the official slim base is smaller.
 TOTAL_BYTES_BUDGET = 260_000_000
-API_KEY = "image-test-key"
+API_KEY = "image-test-key-0123456789"
 BUILD_TOOLS = ("gcc", "cc", "c++", "make", "ld", "as", "pip", "pip3", "uv", "dpkg-buildpackage")  # no compilers, no installers
 
 pytestmark = pytest.mark.timeout(1800)  # a cold build (base + dependencies) on a loaded 2-core machine

@@ -119,6 +119,46 @@ def test_slow_requests_are_closed_after_the_read_timeout_but_a_steady_upload_is_
     assert len(spool_lines(spool_dir)) == 1
 
 
+def _closed_within(sock: socket.socket, seconds: float, feed) -> float | None:
+    """Call ``feed(sock)`` every 0.1 s until the server closes ``sock``; how long that took (None: not closed)."""
+    started = time.monotonic()
+    sock.settimeout(0.05)
+    while time.monotonic() - started < seconds:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return time.monotonic() - started
+        try:
+            feed(sock)
+        except OSError:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
+def test_headers_must_arrive_within_the_read_timeout_however_fast_they_drip(live):
+    """A fixed deadline: before, each header byte bought more time (1 s per KiB), so 2 KiB/s never ran out."""
+    server = live(read_timeout_seconds=1.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: r\r\nX-Drip: ")
+        took = _closed_within(sock, 6.0, lambda s: s.sendall(b"a" * 200))  # 2 KiB/s, under the header cap for 6 s
+    assert took is not None and took < 3.5, took
+
+
+def test_a_burst_buys_no_credit_for_a_trickle_after_it(live):
+    """The body's rate counts over each --read-timeout window, not over the whole request."""
+    server = live(read_timeout_seconds=1.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 200000\r\n\r\n" + b" " * 60_000)
+        # Before: 60 KB bought ~59 s at the 1 KiB/s minimum, whatever came after.
+        took = _closed_within(sock, 10.0, lambda s: s.sendall(b" "))
+    assert took is not None and took < 4.0, took
+
+
 def test_idle_keep_alive_connections_live_for_the_idle_timeout(live):
     server = live(idle_timeout_seconds=2.0)
     assert server.server.adj.channel_timeout == 2.0

@@ -194,13 +194,13 @@ def test_bad_encodings(live, spool_dir):
 
 def test_api_keys(live, spool_dir, tmp_path):
     keys = tmp_path / "keys"
-    keys.write_text("# rotated monthly\nsecret-one\nsecret-two\n")
+    keys.write_text("# rotated monthly\nsecret-one-0123456789ab\nsecret-two-0123456789ab\n")
     server = live(api_key_file=keys)
     assert_error(post(server, {"n": 0}), 401, "unauthorized")
     assert_error(post(server, {"n": 0}, headers={"Authorization": "Bearer wrong"}), 401)
     assert_error(post(server, {"n": 0}, headers={"X-Api-Key": "secret-on"}), 401)
-    assert post(server, {"n": 1}, headers={"Authorization": "Bearer secret-two"}).status_code == 201
-    assert post(server, {"n": 2}, headers={"X-Api-Key": "secret-one"}).status_code == 201
+    assert post(server, {"n": 1}, headers={"Authorization": "Bearer secret-two-0123456789ab"}).status_code == 201
+    assert post(server, {"n": 2}, headers={"X-Api-Key": "secret-one-0123456789ab"}).status_code == 201
     assert [e["n"] for e in spool_events(spool_dir)] == [1, 2]
 
 

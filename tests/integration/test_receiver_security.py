@@ -83,7 +83,7 @@ def test_no_route_method_or_origin_gets_a_500_or_a_logged_traceback(live, tmp_pa
     settings = {"cors_origins": (OK_ORIGIN,)}
     if keys:
         key_file = tmp_path / "keys"
-        key_file.write_text("k1\n")
+        key_file.write_text("key-one-0123456789ab\n")
         settings["api_key_file"] = key_file
     server = live(**settings)
     failures = []
@@ -161,6 +161,19 @@ FRAMING_REFUSED = {
     "folded-header-tab": _post_head("Content-Length: 7", "X-Note: one", "\ttwo") + EVENT,
     "folded-content-type": b"POST /v1/events HTTP/1.1\r\nHost: r\r\nContent-Type:\r\n application/json\r\n"
     b"Content-Length: 7\r\n\r\n" + EVENT,
+    # waitress drops an empty coding list before anyone sees it, and goes by Content-Length (review finding 8).
+    "empty-te-and-content-length": _post_head("Transfer-Encoding: ", "Content-Length: 7") + EVENT,
+    "comma-te-and-content-length": _post_head("Transfer-Encoding: ,", "Content-Length: 7") + EVENT,
+    "empty-te-alone": _post_head("Transfer-Encoding:") + b"7\r\n" + EVENT + b"\r\n0\r\n\r\n",
+    "chunked-twice-in-one-header": _post_head("Transfer-Encoding: chunked, chunked") + b"7\r\n" + EVENT
+    + b"\r\n0\r\n\r\n",
+    "te-header-twice": _post_head("Transfer-Encoding: chunked", "Transfer-Encoding: chunked") + b"7\r\n" + EVENT
+    + b"\r\n0\r\n\r\n",
+    # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing. waitress ignored it and read the
+    # chunked body as a second request on the kept-alive connection (one request, two answers).
+    "http-1.0-keep-alive-chunked": _post_head("Connection: keep-alive", "Transfer-Encoding: chunked", version="1.0")
+    + b"7\r\n" + EVENT + b"\r\n0\r\n\r\n",
+    "http-1.0-te-alone": _post_head("Transfer-Encoding: chunked", version="1.0") + b"0\r\n\r\n",
 }
 
 
@@ -173,6 +186,31 @@ def test_ambiguous_framing_is_refused_and_the_connection_closed(live, spool_dir,
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.closed, "RFC 9112 section 6.1: close the connection after such a request"
     assert spool_lines(spool_dir) == []
+
+
+@pytest.mark.parametrize("version", ["1.2", "2.0", "0.9", None])
+@pytest.mark.parametrize("framing", ["Content-Length: 7", "Transfer-Encoding: chunked"])
+def test_http_versions_other_than_1_0_and_1_1_are_refused_and_closed(live, spool_dir, version, framing):
+    """waitress applied neither version's framing rules to them (keep-alive, TE ignored): no guessing."""
+    line = "POST /v1/events" + (f" HTTP/{version}" if version else "")
+    body = EVENT if framing.startswith("Content") else b"7\r\n" + EVENT + b"\r\n0\r\n\r\n"
+    raw = (line + "\r\nHost: r\r\nContent-Type: application/json\r\n" + framing + "\r\n\r\n").encode() + body
+    server = live()
+    response = exchange(server.port, raw)
+    assert response.status in (400, 505), response
+    assert json.loads(response.body)["error"] in ("bad_request", "http_version_not_supported")
+    assert response.closed
+    assert spool_lines(spool_dir) == []
+    assert exchange(server.port, _post_head("Content-Length: 7") + EVENT).status == 201
+
+
+@pytest.mark.parametrize("te", ["chunked", "CHUNKED", "\tchunked", "chunked "])
+def test_one_chunked_coding_in_http_1_1_is_accepted(live, spool_dir, te):
+    server = live()
+    response = exchange(server.port, _post_head(f"Transfer-Encoding: {te}") + b"7\r\n" + EVENT + b"\r\n0\r\n\r\n")
+    assert response.status == 201, response
+    assert not response.closed
+    assert len(spool_lines(spool_dir)) == 1
 
 
 def test_plain_chunked_and_plain_content_length_still_work_on_one_connection(live, spool_dir):
@@ -221,7 +259,7 @@ def test_a_body_of_exactly_the_limit_is_accepted(live, spool_dir):
 @pytest.fixture
 def keyed(live, tmp_path):
     key_file = tmp_path / "keys"
-    key_file.write_text("right-key\n")
+    key_file.write_text("right-key-0123456789ab\n")
     return live(api_key_file=key_file, max_body_bytes=4 * 1024 * 1024)
 
 
@@ -238,7 +276,7 @@ def test_a_large_unauthenticated_body_gets_401_before_it_is_sent(keyed, framing,
 
 def test_a_large_authenticated_body_is_read_and_accepted(keyed, spool_dir):
     body = b"[" + b",".join([b'{"pad":"' + b"y" * 1000 + b'"}'] * 1000) + b"]"
-    response = exchange(keyed.port, _post_head(f"Content-Length: {len(body)}", "X-Api-Key: right-key") + body)
+    response = exchange(keyed.port, _post_head(f"Content-Length: {len(body)}", "X-Api-Key: right-key-0123456789ab") + body)
     assert response.status == 201, response
     assert len(spool_lines(spool_dir)) == 1000
 
@@ -247,7 +285,7 @@ def test_a_small_unauthenticated_body_gets_the_apps_401_and_keeps_the_connection
     with socket.create_connection(("127.0.0.1", keyed.port), timeout=10) as sock:
         sock.sendall(_post_head("Content-Length: 7") + EVENT)
         refused = read_response(sock)
-        sock.sendall(_post_head("Content-Length: 7", "Authorization: Bearer right-key") + EVENT)
+        sock.sendall(_post_head("Content-Length: 7", "Authorization: Bearer right-key-0123456789ab") + EVENT)
         accepted = read_response(sock)
     assert (refused.status, accepted.status) == (401, 201)
     assert not refused.closed
@@ -286,12 +324,12 @@ def test_sync_is_honoured_only_when_allowed_and_the_answer_says_which(live, sett
 
 def test_with_keys_only_an_authenticated_client_can_force_an_fsync(live, tmp_path):
     key_file = tmp_path / "keys"
-    key_file.write_text("k1\n")
+    key_file.write_text("key-one-0123456789ab\n")
     server = live(api_key_file=key_file, allow_sync=True, fsync="interval", fsync_interval_seconds=3600)
     before = server.state.writer.stats().fsyncs
     assert _post(server, sync="query").status_code == 401
     assert server.state.writer.stats().fsyncs == before
-    r = _post(server, sync="query", headers={"X-Api-Key": "k1"})
+    r = _post(server, sync="query", headers={"X-Api-Key": "key-one-0123456789ab"})
     assert r.status_code == 201 and r.headers["X-Spoolship-Sync"] == "fsynced"
     assert server.state.writer.stats().fsyncs > before
 
@@ -312,10 +350,17 @@ def _longest_run(text: str, char: str = "v") -> int:
     return max((len(run) for run in re.findall(f"{char}+", text)), default=0)
 
 
-@pytest.mark.parametrize("where", ["origin", "content-type", "charset", "content-encoding", "schema-key"])
+SCHEMAS = {
+    "closed": {"type": "object", "additionalProperties": False},  # quotes the extra keys in the message
+    "typed-values": {"type": "object", "additionalProperties": {"type": "string"}},  # the key in the path
+}
+
+
+@pytest.mark.parametrize("where", ["origin", "content-type", "charset", "content-encoding", "schema-key",
+                                   "schema-path"])
 def test_error_bodies_repeat_at_most_64_characters_of_a_client_value(live, tmp_path, where):
     schema = tmp_path / "schema.json"
-    schema.write_text(json.dumps({"type": "object", "additionalProperties": False}))
+    schema.write_text(json.dumps(SCHEMAS["typed-values" if where == "schema-path" else "closed"]))
     server = live(cors_origins=(OK_ORIGIN,), schema_file=schema)
     headers = {"Content-Type": "application/json"}
     body = EVENT
@@ -327,20 +372,29 @@ def test_error_bodies_repeat_at_most_64_characters_of_a_client_value(live, tmp_p
         headers["Content-Type"] = "application/json; charset=" + LONG
     elif where == "content-encoding":
         headers["Content-Encoding"] = LONG
-    else:
-        body = json.dumps({LONG: 1}).encode()
+    else:  # the review's body: 100 events, each with a long key of its own
+        body = json.dumps([{LONG + str(i): 1} for i in range(100)]).encode()
     r = requests.post(server.url + "/v1/events", data=body, headers=headers, timeout=10)
     assert 400 <= r.status_code < 500
-    limit = 64 if where != "schema-key" else 300  # a schema message is clipped as a whole
-    assert _longest_run(r.text) <= limit, r.text[:400]
-    assert len(r.content) < 1000
+    assert _longest_run(r.text) <= 64, r.text[:400]
+    if where.startswith("schema"):
+        errors = r.json()["errors"]
+        assert len(errors) == 100
+        assert all(_longest_run(e["message"]) <= 64 and _longest_run(e["path"]) <= 64 for e in errors)
+        assert len(r.content) < 40_000, len(r.content)  # before: 27,500 of the client's characters in 34 KB
+    else:
+        assert len(r.content) < 1000
 
 
-def test_waitress_errors_repeat_at_most_a_clipped_header_line(live):
+@pytest.mark.parametrize("raw", [
+    b"GET / HTTP/1.1\r\nHost: r\r\nX-Bad: " + b"v" * 5000 + b"\rmore\r\n\r\n",  # bare CR in a header line
+    b"v" * 5000 + b"post / HTTP/1.1\r\nHost: r\r\n\r\n",  # a lower-case method
+], ids=["bare-cr", "lowercase-method"])
+def test_waitress_errors_repeat_at_most_64_characters_of_the_request(live, raw):
     server = live()
-    response = exchange(server.port, b"GET / HTTP/1.1\r\nHost: r\r\nX-Bad: " + b"v" * 5000 + b"\rmore\r\n\r\n")
+    response = exchange(server.port, raw)
     assert response.status == 400
-    assert _longest_run(response.body.decode()) <= 128
+    assert _longest_run(response.body.decode()) <= 64, response.body[:200]
 
 
 def _fill_the_spool(server) -> requests.Response:
@@ -399,7 +453,7 @@ def test_key_file_trouble_shows_in_the_metrics(live, tmp_path, monkeypatch):
 
     monkeypatch.setattr(auth, "RELOAD_CHECK_SECONDS", 0.0)
     key_file = tmp_path / "keys"
-    key_file.write_text("k1\nk2\n")
+    key_file.write_text("key-one-0123456789ab\nkey-two-0123456789ab\n")
     server = live(api_key_file=key_file, probe_port=0)
     text = requests.get(server.probe_url + "/metrics", timeout=5).text
     assert "spoolship_receiver_api_keys 2.0" in text and "spoolship_receiver_api_key_file_ok 1.0" in text

@@ -89,3 +89,32 @@ def test_the_command_refuses_them_as_a_usage_error_before_listening(tmp_path, ar
     for word in words:
         assert word in result.output
     assert "receiver listening" not in result.output
+
+
+def test_a_buffered_body_budget_below_the_largest_body_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--max-buffered-body-bytes"):
+        config(tmp_path, max_body_bytes=2 * 1024**2, max_buffered_body_bytes=1024**2)
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("", ["holds no API keys"]),
+    ("# every key revoked\n", ["holds no API keys"]),
+    ("k1\n", ["line 1", "shorter than 16"]),
+], ids=["empty", "comments-only", "short-key"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_key_file_that_cannot_be_used_is_a_usage_error_not_a_worker_traceback(tmp_path, content, words, workers):
+    """Follow-up F7: before, an empty key file was a ValueError raised inside the (each) worker."""
+    import os
+    import time
+
+    keys = tmp_path / "keys"
+    keys.write_text(content)
+    past = time.time() - 60
+    os.utime(keys, (past, past))
+    result = CliRunner().invoke(main, ["receive", "--spool-dir", str(tmp_path / "spool"), "--port", "0",
+                                       "--workers", workers, "--api-key-file", str(keys)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.output
+    assert str(keys) in result.output
