@@ -73,6 +73,9 @@ def make_server(app, sock: socket.socket, config: ReceiverConfig, *, keys: ApiKe
             max_request_header_size=MAX_REQUEST_HEADER_BYTES,
             expose_tracebacks=False,
             backlog=LISTEN_BACKLOG,
+            # waitress drops X-Forwarded-For & co. unless told otherwise; with --trusted-proxies the
+            # receiver reads X-Forwarded-For itself, believing only those proxies (receiver/context.py).
+            clear_untrusted_proxy_headers=not config.trusted_proxies,
         )
     server.channel_class = guarded_channel_class(
         GuardSettings(config.max_body_bytes, config.read_timeout_seconds, keys))
