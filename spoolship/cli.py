@@ -16,6 +16,7 @@ __all__ = ["main"]
 CONTEXT_SETTINGS = {"auto_envvar_prefix": "SPOOLSHIP", "show_default": True, "help_option_names": ["-h", "--help"]}
 
 COMMANDS = {
+    "check": ("spoolship.commands.check", "Validate a config file (routes, destinations) and print its plan."),
     "receive": ("spoolship.commands.receive", "Run the HTTP receiver: validate, append to the spool, answer 201."),
     "tail": ("spoolship.commands.tail", "Follow the spool and ship every line to a Kinesis stream."),
     "replay": ("spoolship.commands.replay", "Re-send spool segments or archive files (plain or .gz)."),
