@@ -1,13 +1,18 @@
 """`spoolship up`: the whole pipeline on one machine, as child processes that stop together.
 
-An embedded Kinesis-API server (moto, single-threaded: see local_kinesis.py) on
-127.0.0.1 with the stream created in it, a receiver and a tailer sharing a spool
-directory. On Ctrl-C / SIGTERM the receiver stops first (sealing its segments),
-then the tailer drains everything to the stream, then the Kinesis server stops.
+With the embedded AWS-API server (moto, single-threaded: see local_kinesis.py) on
+127.0.0.1, it shows routes: a config file (written to ``<spool>/up.toml``) sends
+events by their ``type`` — clicks to a Firehose delivery stream that writes to
+S3, everything else to the Kinesis stream — and keeps rejected beacons in a bad
+route with a stream of its own; a receiver and a tailer (one loop per route)
+run on it. With ``--endpoint-url`` or ``--aws`` it is one stream, as before. On
+Ctrl-C / SIGTERM the receiver stops first (sealing its segments), then the
+tailer drains everything, then the embedded server stops.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tailer.aws import make_session
@@ -30,6 +36,41 @@ from tailer.aws import make_session
 __all__ = ["LocalPipeline", "UpOptions"]
 
 READY_TIMEOUT_SECONDS = 60.0
+CLICKS = "clicks"  # the demo's Firehose delivery stream (and its S3 bucket)
+BAD_STREAM = "bad-events"
+UP_CONFIG = """# Written by `spoolship up` (docs/config.md): two routes, a Firehose destination and the bad route.
+spool_dir = {spool_dir}
+
+[routing]
+field = "type"
+default = "events"
+
+[routes.events]
+destination = "events"
+
+[routes.clicks]
+destination = "clicks"
+values = ["click"]
+
+[routes.bad]
+destination = "bad-events"
+max_spool_bytes = "64MiB"
+
+[destinations.events]
+type = "kinesis"
+stream = {stream}
+endpoint_url = {endpoint}
+
+[destinations.clicks]
+type = "firehose"
+delivery_stream = "{clicks}"
+endpoint_url = {endpoint}
+
+[destinations.bad-events]
+type = "kinesis"
+stream = "{bad}"
+endpoint_url = {endpoint}
+"""
 
 
 @dataclass(frozen=True)
@@ -64,14 +105,27 @@ class LocalPipeline:
         self.endpoint_url = options.endpoint_url
         self.port = options.port or _free_port(options.host)
         self._stop = threading.Event()
+        # Routes need Firehose and S3, which only the embedded server is known to have.
+        self.routed = not options.aws and not options.endpoint_url
+        self.config_file = options.spool_dir / "up.toml"
 
     # -- start -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if not self.options.aws and not self.endpoint_url:
+        if self.routed:
             self._start_kinesis()
-        self._ensure_stream()
+        self._ensure_stream(self.options.stream)
         self.options.spool_dir.mkdir(parents=True, exist_ok=True)
+        if self.routed:
+            self._ensure_stream(BAD_STREAM)
+            self._ensure_delivery_stream()
+            self._write_config()
+            self._spawn("receiver", "receive", "--config", str(self.config_file), "--host", self.options.host,
+                        "--port", str(self.port))
+            self._spawn("tailer", "tail", "--config", str(self.config_file),
+                        "--drain-timeout", str(self.options.drain_timeout_seconds))
+            self._wait_ready()
+            return
         self._spawn("receiver", "receive", "--spool-dir", str(self.options.spool_dir), "--host", self.options.host,
                     "--port", str(self.port))
         tail_args = ["tail", "--spool-dir", str(self.options.spool_dir), "--stream", self.options.stream,
@@ -82,6 +136,32 @@ class LocalPipeline:
             tail_args += ["--region", self.options.region]
         self._spawn("tailer", *tail_args)
         self._wait_ready()
+
+    def _write_config(self) -> None:
+        def toml(value: str) -> str:
+            return json.dumps(value)  # a TOML basic string is a JSON string
+
+        self.config_file.write_text(UP_CONFIG.format(spool_dir=toml(str(self.options.spool_dir)),
+                                                     stream=toml(self.options.stream), endpoint=toml(self.endpoint_url),
+                                                     clicks=CLICKS, bad=BAD_STREAM))
+
+    def _ensure_delivery_stream(self) -> None:
+        """The demo's delivery stream, writing to an S3 bucket of the same name (both in moto)."""
+        session, region = make_session(self.endpoint_url, self.options.region)
+        try:
+            s3 = session.client("s3", endpoint_url=self.endpoint_url, region_name=region,
+                                config=Config(s3={"addressing_style": "path"}))
+            firehose = session.client("firehose", endpoint_url=self.endpoint_url, region_name=region)
+            s3.create_bucket(Bucket=CLICKS)
+            names = firehose.list_delivery_streams()["DeliveryStreamNames"]
+            if CLICKS not in names:
+                firehose.create_delivery_stream(
+                    DeliveryStreamName=CLICKS, DeliveryStreamType="DirectPut",
+                    ExtendedS3DestinationConfiguration={"RoleARN": "arn:aws:iam::123456789012:role/firehose",
+                                                        "BucketARN": f"arn:aws:s3:::{CLICKS}", "Prefix": "clicks/"})
+        except (ClientError, BotoCoreError) as exc:
+            self.stop()
+            raise UpError(f"cannot create the delivery stream {CLICKS!r}: {exc}") from None
 
     def _start_kinesis(self) -> None:
         port = self.options.kinesis_port
@@ -104,25 +184,25 @@ class LocalPipeline:
         self.stop()
         raise UpError("the embedded Kinesis server did not start:\n" + "".join(output[-20:]))
 
-    def _ensure_stream(self) -> None:
+    def _ensure_stream(self, stream: str) -> None:
         session, region = make_session(self.endpoint_url, self.options.region)
         try:
             client = session.client("kinesis", endpoint_url=self.endpoint_url, region_name=region)
             try:
-                client.describe_stream_summary(StreamName=self.options.stream)
+                client.describe_stream_summary(StreamName=stream)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ResourceNotFoundException" or self.options.aws:
                     raise
-                client.create_stream(StreamName=self.options.stream, ShardCount=self.options.shards)
+                client.create_stream(StreamName=stream, ShardCount=self.options.shards)
             deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-            while client.describe_stream_summary(StreamName=self.options.stream)[
+            while client.describe_stream_summary(StreamName=stream)[
                     "StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
                 if time.monotonic() > deadline:
-                    raise UpError(f"stream {self.options.stream} did not become ACTIVE")
+                    raise UpError(f"stream {stream} did not become ACTIVE")
                 time.sleep(0.2)
         except (ClientError, BotoCoreError) as exc:
             self.stop()
-            raise UpError(f"cannot use stream {self.options.stream!r}: {exc}") from None
+            raise UpError(f"cannot use stream {stream!r}: {exc}") from None
 
     def _spawn(self, name: str, *args: str) -> None:
         env = dict(os.environ)
@@ -173,6 +253,8 @@ class LocalPipeline:
             return str(script.resolve())
 
     def banner(self) -> str:
+        if self.routed:
+            return self._routed_banner()
         exe = self.command_name()
         receiver = f"http://{self.options.host}:{self.port}"
         where = "embedded moto server" if "kinesis" in self.children else "external"
@@ -192,6 +274,40 @@ class LocalPipeline:
             "",
             "See the spool:",
             f"  {exe} status --spool-dir {self.options.spool_dir}",
+            "",
+            "Ctrl-C stops everything (the tailer ships what is left first).",
+            "",
+        ])
+
+    def _routed_banner(self) -> str:
+        exe = self.command_name()
+        receiver = f"http://{self.options.host}:{self.port}"
+        config = self.config_file
+        post = f"curl -X POST {receiver}/v1/events -H"
+        hello, click, broken = (shlex.quote(body) for body in ('{"type":"hello","n":1}', '{"type":"click","n":2}',
+                                                               '{"type":"click",'))
+        return "\n".join([
+            "",
+            "spoolship is up",
+            f"  receiver  {receiver}   config: {config}",
+            f"  aws       {self.endpoint_url}   (embedded moto server: Kinesis, Firehose, S3)",
+            f"  routes    events  -> kinesis stream {self.options.stream}   (every type but click)",
+            f"            clicks  -> firehose {CLICKS} -> s3://{CLICKS}/clicks/   (type click)",
+            f"            bad     -> kinesis stream {BAD_STREAM}   (rejected beacons, with their errors)",
+            "",
+            "Send events:",
+            f"  {post} 'Content-Type: application/json' -d {hello}",
+            f"  {post} 'Content-Type: application/json' -d {click}",
+            f"  {post} 'Content-Type: text/plain' -d {broken}",
+            "",
+            "Watch them arrive (in another terminal):",
+            f"  {exe} peek --config {config} --route events --follow",
+            f"  {exe} peek --config {config} --route clicks",
+            f"  {exe} peek --config {config} --route bad",
+            "",
+            "See the spools, and the plan:",
+            f"  {exe} status --config {config}",
+            f"  {exe} check --config {config}",
             "",
             "Ctrl-C stops everything (the tailer ships what is left first).",
             "",
