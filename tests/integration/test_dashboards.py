@@ -4,7 +4,7 @@ with the StatefulSet's settings; so the dashboards, the alerts and the code cann
 
 The live processes are real (`spoolship receive --workers 2`, as in the pod, and `spoolship tail`
 against moto), driven until every labelled series the queries use exists: 201s, a 400, 503s at a
-tiny spool cap, a torn segment's dead letter, throttled PutRecords calls.
+tiny spool cap, a torn segment's dead letter, throttled PutRecords calls, an archive it cannot write.
 """
 
 from __future__ import annotations
@@ -88,16 +88,25 @@ def live(moto, tmp_path_factory) -> Exposed:
     stream = moto.create_stream(shards=1)
     proxy = FaultProxy(moto.port)
     proxy.call_throttle_rate = 1.0  # every call throttled until the tailer has counted some
-    tailer = start_tailer(spool_dir, stream, proxy.endpoint, "--metrics-port", "0")
+    # An archive the tailer cannot write (a file where its directory should be): every shipped
+    # segment's archive step fails and is retried, which is how spool_errors{operation} is born.
+    # It is made a file once the tailer runs (the CLI refuses a file at start-up), while every call is
+    # still throttled, so nothing can have been archived yet.
+    unwritable_archive = spool_dir.parent / "archive-is-a-file"
+    tailer = start_tailer(spool_dir, stream, proxy.endpoint, "--metrics-port", "0",
+                          "--archive-dir", str(unwritable_archive))
+    unwritable_archive.write_text("")
     tailer_url = tailer_metrics_url(tailer)
     try:
         wait_until(lambda: 'reason="throttled"' in metrics_text(tailer_url), 30, message="a throttled call")
         proxy.call_throttle_rate = 0.0
         wait_until(lambda: "spoolship_tailer_dead_letters_total{" in metrics_text(tailer_url)
-                   and "spoolship_tailer_spool_bytes_behind 0.0" in metrics_text(tailer_url), 60,
-                   message="the spool shipped and the torn line dead-lettered")
+                   and "spoolship_tailer_spool_bytes_behind 0.0" in metrics_text(tailer_url)
+                   and "spoolship_tailer_spool_errors_total{" in metrics_text(tailer_url), 60,
+                   message="the spool shipped, the torn line dead-lettered, the archive step failed")
         return exposed(metrics_text(url + "/metrics"), metrics_text(tailer_url))
     finally:
+        unwritable_archive.unlink(missing_ok=True)  # the archive works again: the drain can finish
         receiver.stop()  # first: the tailer's drain waits for the receiver's segments to be sealed
         tailer.stop()
         proxy.close()
