@@ -38,14 +38,13 @@ import orjson
 from spooler import AppendFailed, SpoolFull, SpoolWriter
 
 from .errors import ApiError
-from .routing import BadRoute
+from .routing import INVALID_POLICIES, BadRoute
 from .stamping import IdGenerator, format_received_at
 from .throttled_log import ThrottledLog
 
 __all__ = ["INVALID_POLICIES", "BadEvents", "TokenBucket", "bad_event", "kept_kinds"]
 
 log = logging.getLogger(__name__)
-INVALID_POLICIES = ("beacons", "keep", "drop")
 TEXT = "text/plain"
 ALL_KINDS = frozenset({"application/json", "application/x-ndjson", "application/ndjson", "application/jsonlines",
                        TEXT})

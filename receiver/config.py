@@ -23,11 +23,10 @@ from spooler.config import (
     DEFAULT_SEGMENT_BYTES,
 )
 
-from .bad_events import INVALID_POLICIES
 from .budget import DEFAULT_SMALL_BYTES
 from .context import parse_networks
 from .cost import ASCII_BYTES_PER_BYTE
-from .routing import Routing
+from .routing import INVALID_POLICIES, Routing
 
 __all__ = ["MAX_EVENT_BYTES_LIMIT", "MAX_SERIALIZABLE_DEPTH", "ReceiverConfig"]
 

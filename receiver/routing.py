@@ -26,9 +26,11 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["BAD_ROUTE", "BadRoute", "Route", "Routing", "route_function"]
+__all__ = ["BAD_ROUTE", "INVALID_POLICIES", "BadRoute", "Route", "Routing", "route_function"]
 
 BAD_ROUTE = "bad"
+# --invalid: which rejected requests the bad route keeps (receiver/bad_events.py).
+INVALID_POLICIES = ("beacons", "keep", "drop")
 # A rejected request's payload kept in its bad record, at most (the rest is cut and said to be cut).
 DEFAULT_BAD_PAYLOAD_BYTES = 64 * 1024
 # The most a bad record may keep of a payload: escaped as JSON (up to 6 bytes per byte) it still fits a record.

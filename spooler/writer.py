@@ -43,7 +43,7 @@ from .config import (
     FsyncPolicy,
     WriterConfig,
 )
-from .errors import AppendRefused, AppendUncertain, SpoolFull, SpoolUnwritable
+from .errors import AppendUncertain, SpoolFull, SpoolUnwritable
 from .group_commit import FsyncFailed, GroupCommit
 from .housekeeping import Housekeeper, Task
 from .naming import SegmentName
@@ -422,7 +422,7 @@ def append_all(parts: Sequence[tuple[SpoolWriter, bytes | bytearray]], *, sync: 
         for index, ((writer, data), fd) in enumerate(zip(parts, fds, strict=True)):
             try:
                 seqs.append(writer._write_locked(fd, data))
-            except AppendRefused as exc:
+            except SpoolUnwritable as exc:  # the disk refused this part's write (a short one is AppendUncertain)
                 if index == 0:
                     raise
                 raise AppendUncertain(f"{index} of {len(parts)} parts written, then: {exc}",
