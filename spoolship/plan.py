@@ -105,6 +105,8 @@ class Plan:
 
         destination = self.destinations[route.destination]
         settings = {**common, **destination.settings}
+        if settings.get("archive_dir") is not None:  # each route's archive apart: each loop prunes its own
+            settings["archive_dir"] = Path(settings["archive_dir"]) / route.name
         return TailerConfig(spool_dir=route.spool_dir, stream=destination.stream, destination=destination.kind,
                             route=route.name, **settings)
 

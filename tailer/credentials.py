@@ -9,9 +9,10 @@ an instance role, env): they sign only the AssumeRole calls. Without
 
 The refreshing is botocore's own: :class:`botocore.credentials.AssumeRoleCredentialFetcher`
 (cached, re-fetched when close to expiry) behind :class:`DeferredRefreshableCredentials`
-(nothing is fetched until the first call; then refreshed in the background of a
-call ``ADVISORY_REFRESH_SECONDS`` before expiry, and by every call, blocking,
-``MANDATORY_REFRESH_SECONDS`` before). A failed refresh is a
+(nothing is fetched until the first call; then the first call within
+``ADVISORY_REFRESH_SECONDS`` of expiry refreshes them while the others keep
+signing with the current ones, and within ``MANDATORY_REFRESH_SECONDS`` every
+call waits for fresh ones). A failed refresh is a
 ``CredentialsUnavailable`` for the call that needed it (retried with backoff,
 nothing dropped; tailer/errors.py). The margins are botocore's defaults;
 tests pass shorter ones to watch credentials expire within seconds

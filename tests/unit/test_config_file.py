@@ -64,6 +64,9 @@ def test_a_good_file_resolves_to_routes_spools_caps_and_destinations():
     assert configs["clicks"].region == "us-east-1" and configs["clicks"].linger_seconds == 0.5
     assert configs["bad"].role.external_id == "abc123"
     assert [c.route for c in plan.tailer_configs(("clicks",))] == ["clicks"]
+    archived = {c.route: c.archive_dir for c in plan.tailer_configs(archive_dir=Path("/archive"))}
+    assert archived == {"events": Path("/archive/events"), "clicks": Path("/archive/clicks"),
+                        "bad": Path("/archive/bad")}, "each loop prunes an archive of its own"
     assert plan_of(GOOD, spool_dir=Path("/elsewhere")).route("bad").spool_dir == Path("/elsewhere/bad")
 
 
