@@ -12,9 +12,7 @@ tailer drains everything, then the embedded server stops.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -28,49 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tailer.aws import make_session
 
+from .up_routes import BAD_STREAM, CLICKS, ensure_delivery_stream, routed_banner, write_config
+
 __all__ = ["LocalPipeline", "UpOptions"]
 
 READY_TIMEOUT_SECONDS = 60.0
-CLICKS = "clicks"  # the demo's Firehose delivery stream (and its S3 bucket)
-BAD_STREAM = "bad-events"
-UP_CONFIG = """# Written by `spoolship up` (docs/config.md): two routes, a Firehose destination and the bad route.
-spool_dir = {spool_dir}
-
-[routing]
-field = "type"
-default = "events"
-
-[routes.events]
-destination = "events"
-
-[routes.clicks]
-destination = "clicks"
-values = ["click"]
-
-[routes.bad]
-destination = "bad-events"
-max_spool_bytes = "64MiB"
-
-[destinations.events]
-type = "kinesis"
-stream = {stream}
-endpoint_url = {endpoint}
-
-[destinations.clicks]
-type = "firehose"
-delivery_stream = "{clicks}"
-endpoint_url = {endpoint}
-
-[destinations.bad-events]
-type = "kinesis"
-stream = "{bad}"
-endpoint_url = {endpoint}
-"""
 
 
 @dataclass(frozen=True)
@@ -118,8 +82,12 @@ class LocalPipeline:
         self.options.spool_dir.mkdir(parents=True, exist_ok=True)
         if self.routed:
             self._ensure_stream(BAD_STREAM)
-            self._ensure_delivery_stream()
-            self._write_config()
+            try:
+                ensure_delivery_stream(*make_session(self.endpoint_url, self.options.region), self.endpoint_url)
+            except (ClientError, BotoCoreError) as exc:
+                self.stop()
+                raise UpError(f"cannot create the delivery stream {CLICKS!r}: {exc}") from None
+            write_config(self.config_file, self.options.spool_dir, self.options.stream, self.endpoint_url)
             self._spawn("receiver", "receive", "--config", str(self.config_file), "--host", self.options.host,
                         "--port", str(self.port))
             self._spawn("tailer", "tail", "--config", str(self.config_file),
@@ -136,53 +104,6 @@ class LocalPipeline:
             tail_args += ["--region", self.options.region]
         self._spawn("tailer", *tail_args)
         self._wait_ready()
-
-    def _write_config(self) -> None:
-        def toml(value: str) -> str:
-            return json.dumps(value)  # a TOML basic string is a JSON string
-
-        self.config_file.write_text(UP_CONFIG.format(spool_dir=toml(str(self.options.spool_dir)),
-                                                     stream=toml(self.options.stream), endpoint=toml(self.endpoint_url),
-                                                     clicks=CLICKS, bad=BAD_STREAM))
-
-    def _ensure_delivery_stream(self) -> None:
-        """The demo's delivery stream, writing to an S3 bucket of the same name (both in moto)."""
-        session, region = make_session(self.endpoint_url, self.options.region)
-        try:
-            s3 = session.client("s3", endpoint_url=self.endpoint_url, region_name=region,
-                                config=Config(s3={"addressing_style": "path"}))
-            firehose = session.client("firehose", endpoint_url=self.endpoint_url, region_name=region)
-            s3.create_bucket(Bucket=CLICKS)
-            names = firehose.list_delivery_streams()["DeliveryStreamNames"]
-            if CLICKS not in names:
-                firehose.create_delivery_stream(
-                    DeliveryStreamName=CLICKS, DeliveryStreamType="DirectPut",
-                    ExtendedS3DestinationConfiguration={"RoleARN": "arn:aws:iam::123456789012:role/firehose",
-                                                        "BucketARN": f"arn:aws:s3:::{CLICKS}", "Prefix": "clicks/"})
-        except (ClientError, BotoCoreError) as exc:
-            self.stop()
-            raise UpError(f"cannot create the delivery stream {CLICKS!r}: {exc}") from None
-
-    def _start_kinesis(self) -> None:
-        port = self.options.kinesis_port
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spoolship.local_kinesis", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.children["kinesis"] = process
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        output = []
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            match = re.search(r"Running on (http://\S+)", line)
-            if match:
-                self.endpoint_url = match.group(1)
-                threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
-                return
-        self.stop()
-        raise UpError("the embedded Kinesis server did not start:\n" + "".join(output[-20:]))
 
     def _ensure_stream(self, stream: str) -> None:
         session, region = make_session(self.endpoint_url, self.options.region)
@@ -254,7 +175,8 @@ class LocalPipeline:
 
     def banner(self) -> str:
         if self.routed:
-            return self._routed_banner()
+            return routed_banner(self.command_name(), f"http://{self.options.host}:{self.port}", self.config_file,
+                                 self.endpoint_url, self.options.stream)
         exe = self.command_name()
         receiver = f"http://{self.options.host}:{self.port}"
         where = "embedded moto server" if "kinesis" in self.children else "external"
@@ -274,40 +196,6 @@ class LocalPipeline:
             "",
             "See the spool:",
             f"  {exe} status --spool-dir {self.options.spool_dir}",
-            "",
-            "Ctrl-C stops everything (the tailer ships what is left first).",
-            "",
-        ])
-
-    def _routed_banner(self) -> str:
-        exe = self.command_name()
-        receiver = f"http://{self.options.host}:{self.port}"
-        config = self.config_file
-        post = f"curl -X POST {receiver}/v1/events -H"
-        hello, click, broken = (shlex.quote(body) for body in ('{"type":"hello","n":1}', '{"type":"click","n":2}',
-                                                               '{"type":"click",'))
-        return "\n".join([
-            "",
-            "spoolship is up",
-            f"  receiver  {receiver}   config: {config}",
-            f"  aws       {self.endpoint_url}   (embedded moto server: Kinesis, Firehose, S3)",
-            f"  routes    events  -> kinesis stream {self.options.stream}   (every type but click)",
-            f"            clicks  -> firehose {CLICKS} -> s3://{CLICKS}/clicks/   (type click)",
-            f"            bad     -> kinesis stream {BAD_STREAM}   (rejected beacons, with their errors)",
-            "",
-            "Send events:",
-            f"  {post} 'Content-Type: application/json' -d {hello}",
-            f"  {post} 'Content-Type: application/json' -d {click}",
-            f"  {post} 'Content-Type: text/plain' -d {broken}",
-            "",
-            "Watch them arrive (in another terminal):",
-            f"  {exe} peek --config {config} --route events --follow",
-            f"  {exe} peek --config {config} --route clicks",
-            f"  {exe} peek --config {config} --route bad",
-            "",
-            "See the spools, and the plan:",
-            f"  {exe} status --config {config}",
-            f"  {exe} check --config {config}",
             "",
             "Ctrl-C stops everything (the tailer ships what is left first).",
             "",
