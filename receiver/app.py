@@ -31,7 +31,7 @@ from spooler import (
 )
 
 from .auth import ApiKeys
-from .bad_events import BadEvents, Kept
+from .bad_events import BadEvents, HoldWithKept, Kept
 from .body import BodyLimits, declared_body_bytes, media_type, read_events
 from .budget import Hold, MemoryBudget
 from .config import ReceiverConfig
@@ -198,7 +198,7 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         body = [_read_body(environ)]  # a list, so that read_events gets the only reference (freed as it goes)
         kept: Kept = state.bad.keep(body[0], kind, encoding)
         try:
-            events, cost = read_events(body.pop(), encoding, kind, state.limits, _PlusHold(hold, len(kept.payload)))
+            events, cost = read_events(body.pop(), encoding, kind, state.limits, HoldWithKept(hold, len(kept.payload)))
             state.validator.validate(events)
         except BadRequest as exc:  # unparseable, or failing the schema: keep it, answer the same 400
             state.bad.record(exc, kept, context)
@@ -271,23 +271,6 @@ def _serialize(events: list[dict], cost: ParseCost, hold: Hold, state: ReceiverS
         return serialize_routed(events, state.stamping, state.ids, state.config.max_event_bytes, route_of, grown,
                                 context)
     return serialize_events(events, state.stamping, state.ids, state.config.max_event_bytes, grown, context)
-
-
-class _PlusHold:
-    """A request's Hold that also counts ``extra`` bytes in each need: the kept payload of a request that
-    may go to the bad route, alive while the body is decoded and parsed."""
-
-    __slots__ = ("_hold", "_extra")
-
-    def __init__(self, hold: Hold, extra: int) -> None:
-        self._hold = hold
-        self._extra = extra
-
-    def need(self, total_bytes: int) -> None:
-        self._hold.need(total_bytes + self._extra)
-
-    def estimated(self) -> None:
-        self._hold.estimated()
 
 
 def _register_error_handlers(app: Flask, state: ReceiverState) -> None:

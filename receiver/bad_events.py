@@ -37,12 +37,13 @@ import orjson
 
 from spooler import AppendFailed, SpoolFull, SpoolWriter
 
+from .budget import Hold
 from .errors import ApiError
 from .routing import INVALID_POLICIES, BadRoute
 from .stamping import IdGenerator, format_received_at
 from .throttled_log import ThrottledLog
 
-__all__ = ["INVALID_POLICIES", "BadEvents", "TokenBucket", "bad_event", "kept_kinds"]
+__all__ = ["INVALID_POLICIES", "BadEvents", "HoldWithKept", "Kept", "TokenBucket", "bad_event", "kept_kinds"]
 
 log = logging.getLogger(__name__)
 TEXT = "text/plain"
@@ -158,3 +159,20 @@ class BadEvents:
     def _outcome(self, outcome: str) -> str:
         self._on_outcome(outcome)
         return outcome
+
+
+class HoldWithKept:
+    """A request's Hold that also counts ``extra`` bytes in each need: the kept payload of a request that
+    may go to the bad route, alive while the body is decoded and parsed."""
+
+    __slots__ = ("_hold", "_extra")
+
+    def __init__(self, hold: Hold, extra: int) -> None:
+        self._hold = hold
+        self._extra = extra
+
+    def need(self, total_bytes: int) -> None:
+        self._hold.need(total_bytes + self._extra)
+
+    def estimated(self) -> None:
+        self._hold.estimated()
