@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -30,20 +31,25 @@ from spooler import (
 )
 
 from .auth import ApiKeys
+from .bad_events import BadEvents, HoldWithKept, Kept
 from .body import BodyLimits, declared_body_bytes, media_type, read_events
 from .budget import Hold, MemoryBudget
 from .config import ReceiverConfig
+from .context import RequestContext, parse_networks
 from .cors import CorsPolicy
 from .cost import ParseCost, serializing_bytes
 from .errors import ApiError, BadRequest, TooLarge, Unavailable
 from .metrics import ReceiverMetrics
 from .openapi import build_openapi
 from .probes import add_probe_routes
-from .stamping import IdGenerator, Stamping, serialize_events
+from .route_metrics import RouteMetrics
+from .route_spools import RouteSpools
+from .routing import route_function
+from .stamping import IdGenerator, Stamping, serialize_events, serialize_routed
 from .throttled_log import ThrottledLog
 from .validation import EventValidator
 
-__all__ = ["ReceiverState", "create_app", "create_probe_app", "writer_config"]
+__all__ = ["ReceiverState", "create_app", "create_probe_app", "open_spool", "writer_config"]
 
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
@@ -57,7 +63,7 @@ class ReceiverState:
     """Everything a request needs, built once per worker."""
 
     config: ReceiverConfig
-    writer: SpoolWriter
+    writer: SpoolWriter | RouteSpools  # RouteSpools with --config's routes (receiver/route_spools.py)
     validator: EventValidator
     cors: CorsPolicy
     keys: ApiKeys | None
@@ -71,6 +77,10 @@ class ReceiverState:
     writer_always_syncs: bool = False  # --fsync always: every 201 follows an fsync anyway
     refusals_log: ThrottledLog = field(default_factory=lambda: ThrottledLog(log, "appends refused"))
     loop_seen_at: float | None = None  # time.monotonic() of the serving loop's last tick (None: not serving)
+    route_of: Callable[[dict], int] | None = None  # with routes: event → route index
+    route_metrics: RouteMetrics | None = None
+    bad: BadEvents | None = None  # with a bad route: rejected requests kept there
+    context: RequestContext = field(default_factory=RequestContext)
 
 
 def writer_config(config: ReceiverConfig, worker: str | int = "0") -> WriterConfig:
@@ -86,21 +96,43 @@ def writer_config(config: ReceiverConfig, worker: str | int = "0") -> WriterConf
     )
 
 
-def create_app(config: ReceiverConfig, writer: SpoolWriter | None = None) -> Flask:
+def open_spool(config: ReceiverConfig, worker: str | int = "0",
+               route_metrics: RouteMetrics | None = None) -> SpoolWriter | RouteSpools:
+    """This worker's writer: of the spool, or of every route's spool (with routes)."""
+    if config.routing is None:
+        return SpoolWriter(writer_config(config, worker))
+    return RouteSpools(config.routing, writer_config(config, worker), route_metrics)
+
+
+def create_app(config: ReceiverConfig, writer: SpoolWriter | RouteSpools | None = None) -> Flask:
     """Build an isolated receiver app (its own writer, metrics and validator)."""
+    metrics = ReceiverMetrics()
+    route_metrics = RouteMetrics(metrics.registry) if config.routing is not None else None
+    writer = writer or open_spool(config, route_metrics=route_metrics)
+    if isinstance(writer, RouteSpools) and writer.metrics is None:
+        writer.metrics = route_metrics
     state = ReceiverState(
         config=config,
-        writer=writer or SpoolWriter(writer_config(config)),
+        writer=writer,
         validator=EventValidator.from_file(config.schema_file),
         cors=CorsPolicy(config.cors_origins),
         keys=ApiKeys(config.api_key_file) if config.api_key_file else None,
-        metrics=ReceiverMetrics(),
+        metrics=metrics,
+        route_metrics=route_metrics,
         limits=BodyLimits(config.max_inflated_bytes, config.max_event_bytes, config.max_events, config.max_depth),
         sync_honoured=_sync_honoured(config),
         writer_always_syncs=config.fsync is FsyncPolicy.ALWAYS,
         budget=MemoryBudget(config.max_parse_bytes, max_waiters=max(1, config.threads // 2)),
         stamping=Stamping(config.stamp, config.id_field, config.received_at_field),
+        context=RequestContext(config.client_ip_field, config.user_agent_field,
+                               parse_networks(config.trusted_proxies)),
     )
+    if config.routing is not None:
+        state.route_of = route_function(config.routing)
+        if isinstance(writer, RouteSpools) and writer.bad is not None:
+            state.bad = BadEvents(config.routing.bad, writer.bad, config.invalid, id_field=config.id_field,
+                                  received_at_field=config.received_at_field, ids=state.ids,
+                                  on_outcome=lambda outcome: route_metrics.bad_events.labels(outcome).inc())
     app = Flask("spoolship.receiver")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["spoolship"] = state
@@ -134,12 +166,15 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         sync_asked = _wants_sync(environ)
         with state.budget.hold() as hold:
             hold.need(declared_body_bytes(environ.get("CONTENT_LENGTH"), state.config.max_body_bytes))
-            events, cost = read_events(_read_body(environ), environ.get("HTTP_CONTENT_ENCODING"), kind,
-                                       state.limits, hold)
-            state.validator.validate(events)
-            data = _serialize(events, cost, hold, state)
+            context = state.context.fields(environ) if state.context.enabled else None
+            if state.bad is not None and state.bad.keeps(kind):
+                events, cost = _read_keeping(environ, kind, hold, context)
+            else:
+                events, cost = read_events(_read_body(environ), environ.get("HTTP_CONTENT_ENCODING"), kind,
+                                           state.limits, hold)
+                state.validator.validate(events)
             try:
-                state.writer.append(data, sync=sync_asked and state.sync_honoured)
+                nbytes = _write(events, cost, hold, context, sync_asked and state.sync_honoured)
             except AppendFailed as exc:
                 # "written": "none" (send it again) or "unknown" (see docs/http-api.md). The details
                 # (bytes, cap, free disk, errno) are for the operator's log, not for any client.
@@ -147,7 +182,7 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
                 raise Unavailable(_PUBLIC_REFUSALS.get(type(exc), "the spool refused the write"),
                                   exc.retry_after_seconds, written=exc.written) from None
         metrics.events_accepted.inc(len(events))
-        metrics.bytes_accepted.inc(len(data))
+        metrics.bytes_accepted.inc(nbytes)
         metrics.request_seconds.observe(time.perf_counter() - started)
         response = Response(b'{"accepted":%d}' % len(events), status=201, content_type=JSON_TYPE)
         if cors_headers:
@@ -155,6 +190,32 @@ def _register_routes(app: Flask, state: ReceiverState, openapi_body: bytes) -> N
         if sync_asked:
             response.headers[SYNC_HEADER] = "fsynced" if state.sync_honoured or state.writer_always_syncs else "ignored"
         return response
+
+    def _read_keeping(environ: dict, kind: str, hold: Hold, context: dict | None):
+        """Parse and validate as usual, keeping (at most the payload cap of) the body for the bad route
+        until the request is known to be good; what is kept counts in the memory held meanwhile."""
+        encoding = environ.get("HTTP_CONTENT_ENCODING")
+        body = [_read_body(environ)]  # a list, so that read_events gets the only reference (freed as it goes)
+        kept: Kept = state.bad.keep(body[0], kind, encoding)
+        try:
+            events, cost = read_events(body.pop(), encoding, kind, state.limits, HoldWithKept(hold, len(kept.payload)))
+            state.validator.validate(events)
+        except BadRequest as exc:  # unparseable, or failing the schema: keep it, answer the same 400
+            state.bad.record(exc, kept, context)
+            raise
+        return events, cost
+
+    def _write(events: list[dict], cost: ParseCost, hold: Hold, context: dict | None, sync: bool) -> int:
+        """Stamp, serialize and append (to each route's spool, with routes); the bytes written."""
+        if state.route_of is None:
+            data = _serialize(events, cost, hold, state, context)
+            state.writer.append(data, sync=sync)
+            return len(data)
+        parts = _serialize(events, cost, hold, state, context, route_of=state.route_of)
+        state.writer.append(parts, sync=sync)
+        for index, data in parts:
+            state.route_metrics.events_accepted.labels(state.writer.names[index]).inc(data.count(b"\n"))
+        return sum(len(data) for _, data in parts)
 
     def _read_body(environ: dict) -> bytes:
         length = environ.get("CONTENT_LENGTH")
@@ -196,15 +257,20 @@ def _wants_sync(environ: dict) -> bool:
     return bool(query) and "sync" in query and request.args.get("sync") in ("1", "true")
 
 
-def _serialize(events: list[dict], cost: ParseCost, hold: Hold, state: ReceiverState) -> bytes | bytearray:
-    """Stamp and serialize the events, holding memory for the stamps and the output as it grows."""
+def _serialize(events: list[dict], cost: ParseCost, hold: Hold, state: ReceiverState, context: dict | None,
+               route_of: Callable[[dict], int] | None = None):
+    """Stamp and serialize the events (by route, with ``route_of``), holding memory for the stamps and
+    the output as it grows."""
 
     def grown(nbytes: int) -> None:
         hold.need(serializing_bytes(cost, len(events), nbytes))
 
     grown(cost.length)  # compact JSON is about as long as the body (longer only for numbers like 1e9)
     hold.estimated()  # the next large request may start; more output than that never waits
-    return serialize_events(events, state.stamping, state.ids, state.config.max_event_bytes, grown)
+    if route_of is not None:
+        return serialize_routed(events, state.stamping, state.ids, state.config.max_event_bytes, route_of, grown,
+                                context)
+    return serialize_events(events, state.stamping, state.ids, state.config.max_event_bytes, grown, context)
 
 
 def _register_error_handlers(app: Flask, state: ReceiverState) -> None:

@@ -25,7 +25,9 @@ from spooler.config import (
 
 from .body_buffers import DEFAULT_MAX_BUFFERED_BODY_BYTES
 from .budget import DEFAULT_SMALL_BYTES
+from .context import parse_networks
 from .cost import ASCII_BYTES_PER_BYTE
+from .routing import INVALID_POLICIES, Routing
 
 __all__ = ["MAX_EVENT_BYTES_LIMIT", "MAX_SERIALIZABLE_DEPTH", "ReceiverConfig"]
 
@@ -97,6 +99,14 @@ class ReceiverConfig:
     probe_port: int | None = None
     # Honour ?sync=1 / X-Spoolship-Sync (fsync before the 201); off: any client could force fsyncs.
     allow_sync: bool = False
+    # Routes (from --config): a spool per route; None: one spool, spool_dir (receiver/routing.py).
+    routing: Routing | None = None
+    # Which rejected requests go to the bad route: beacons (text/plain), keep (all), drop (none).
+    invalid: str = "beacons"
+    # Request context stamped into events, opt-in (receiver/context.py): personal data.
+    client_ip_field: str | None = None
+    user_agent_field: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spool_dir", Path(self.spool_dir))
@@ -111,6 +121,7 @@ class ReceiverConfig:
         if self.stamp and self.id_field == self.received_at_field:
             raise ValueError("id and received-at fields must differ")
         self._check_limits()
+        self._check_routes_and_context()
 
     def _check_limits(self) -> None:
         for name in ("max_body_bytes", "max_inflated_bytes", "max_event_bytes", "max_events", "max_depth"):
@@ -143,6 +154,24 @@ class ReceiverConfig:
                              f"--max-inflated-bytes {self.max_inflated_bytes} (about {CHEAPEST_BODY_BYTES_PER_BYTE} "
                              f"bytes of memory per byte): raise it to at least {floor} or lower "
                              "--max-inflated-bytes")
+
+    def _check_routes_and_context(self) -> None:
+        object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
+        parse_networks(self.trusted_proxies)  # raises ValueError naming the bad entry
+        if self.invalid not in INVALID_POLICIES:
+            raise ValueError(f"--invalid {self.invalid!r}: one of {', '.join(INVALID_POLICIES)}")
+        if self.invalid == "keep" and (self.routing is None or self.routing.bad is None):
+            raise ValueError("--invalid keep needs a bad route to keep rejected requests in: [routes.bad] in "
+                             "--config (docs/config.md)")
+        stamps = {self.id_field, self.received_at_field} if self.stamp else set()
+        context = [f for f in (self.client_ip_field, self.user_agent_field) if f is not None]
+        if len(set(context)) != len(context) or stamps & set(context):
+            raise ValueError("--client-ip-field and --user-agent-field must differ from each other and from the "
+                             "id and received-at fields")
+        if any(not field for field in context):
+            raise ValueError("--client-ip-field and --user-agent-field must not be empty")
+        if self.trusted_proxies and self.client_ip_field is None:
+            raise ValueError("--trusted-proxies has no effect without --client-ip-field")
 
     def smallest_event_bytes(self) -> int:
         """The stored size of ``{}``: its stamps, or 2 bytes without them."""

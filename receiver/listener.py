@@ -86,6 +86,9 @@ def make_server(app, sock: socket.socket, config: ReceiverConfig, *, keys: ApiKe
             inbuf_overflow=INBUF_OVERFLOW_BYTES,  # what the body budget counts as memory
             expose_tracebacks=False,
             backlog=LISTEN_BACKLOG,
+            # waitress drops X-Forwarded-For & co. unless told otherwise; with --trusted-proxies the
+            # receiver reads X-Forwarded-For itself, believing only those proxies (receiver/context.py).
+            clear_untrusted_proxy_headers=not config.trusted_proxies,
         )
     buffers = BodyBuffers(config.max_buffered_body_bytes if max_body_bytes is None else max_body)
     server.channel_class = guarded_channel_class(

@@ -15,9 +15,7 @@ import socket
 import threading
 import time
 
-from spooler import SpoolWriter
-
-from .app import ReceiverState, create_app, writer_config
+from .app import ReceiverState, create_app, open_spool
 from .config import ReceiverConfig
 from .gauges import GaugeRefresher
 from .listener import bind_socket, make_server
@@ -90,7 +88,7 @@ def _stop_when_parent_dies(stopper: _GracefulStop) -> None:
 def serve(config: ReceiverConfig, *, worker: str | int = "0", sock: socket.socket | None = None,
           supervised: bool = False) -> int:
     """Run one worker until SIGTERM/SIGINT (or, if ``supervised``, its parent's death); return the exit code."""
-    writer = SpoolWriter(writer_config(config, worker))
+    writer = open_spool(config, worker)  # the spool's writer, or one per route (receiver/route_spools.py)
     probes: ProbeListener | None = None
     gauges: GaugeRefresher | None = None
     try:

@@ -23,7 +23,7 @@ import orjson
 
 from .errors import TooLarge
 
-__all__ = ["IdGenerator", "Stamping", "encode_id", "format_received_at", "serialize_events"]
+__all__ = ["IdGenerator", "Stamping", "encode_id", "format_received_at", "serialize_events", "serialize_routed"]
 
 _RANDOM_BITS = 80
 _RANDOM_MASK = (1 << _RANDOM_BITS) - 1
@@ -97,13 +97,8 @@ _MAX_REPORTED_ERRORS = 100
 _REPORT_EVERY_BYTES = 256 * 1024
 
 
-def serialize_events(events: list[dict], stamping: Stamping, ids: IdGenerator, max_event_bytes: int,
-                     on_growth: Callable[[int], None] | None = None) -> bytes | bytearray:
-    """Stamp and serialize the events as compact NDJSON (one buffer, no copy per line).
-
-    Raises :class:`TooLarge` listing (up to 100) events over ``max_event_bytes``;
-    ``on_growth(bytes so far)`` is called as the output grows (it may raise).
-    """
+def _stamp(events: list[dict], stamping: Stamping, ids: IdGenerator, context: dict | None) -> None:
+    """Ids (unless the client sent one), one receive time for the request, and the request context."""
     if stamping.enabled:
         now_ms = time.time_ns() // 1_000_000  # one clock reading for the ids and the receive time
         received_at = format_received_at(now_ms)
@@ -113,6 +108,21 @@ def serialize_events(events: list[dict], stamping: Stamping, ids: IdGenerator, m
             event[id_field] = new_id
         for event in events:
             event[at_field] = received_at
+    if context:
+        for event in events:
+            event.update(context)
+
+
+def serialize_events(events: list[dict], stamping: Stamping, ids: IdGenerator, max_event_bytes: int,
+                     on_growth: Callable[[int], None] | None = None,
+                     context: dict | None = None) -> bytes | bytearray:
+    """Stamp and serialize the events as compact NDJSON (one buffer, no copy per line).
+
+    Raises :class:`TooLarge` listing (up to 100) events over ``max_event_bytes``;
+    ``on_growth(bytes so far)`` is called as the output grows (it may raise).
+    ``context``: fields stamped into every event (receiver/context.py).
+    """
+    _stamp(events, stamping, ids, context)
     if len(events) == 1:  # one event (a beacon, or one large event): its line is the output, not copied
         line = orjson.dumps(events[0], option=_APPEND_NEWLINE)
         if len(line) - 1 > max_event_bytes:
@@ -136,3 +146,35 @@ def serialize_events(events: list[dict], stamping: Stamping, ids: IdGenerator, m
     if too_big:
         raise TooLarge(f"events larger than {max_event_bytes} bytes (--max-event-bytes)", errors=too_big)
     return out
+
+
+def serialize_routed(events: list[dict], stamping: Stamping, ids: IdGenerator, max_event_bytes: int,
+                     route_of: Callable[[dict], int], on_growth: Callable[[int], None] | None = None,
+                     context: dict | None = None) -> list[tuple[int, bytearray]]:
+    """As :func:`serialize_events`, each event's line in its route's buffer (in request order within a
+    route; the route decided by ``route_of`` before stamping). Returns (route index, lines) for the
+    routes that got events, in order of their first event; ``errors`` index the whole request."""
+    routes = [route_of(event) for event in events]
+    _stamp(events, stamping, ids, context)
+    outs: dict[int, bytearray] = {}
+    too_big = []
+    total = 0
+    report_at = _REPORT_EVERY_BYTES
+    dumps = orjson.dumps
+    for index, (event, route) in enumerate(zip(events, routes, strict=True)):
+        line = dumps(event, option=_APPEND_NEWLINE)
+        if len(line) - 1 > max_event_bytes:
+            if len(too_big) < _MAX_REPORTED_ERRORS:
+                too_big.append({"index": index, "bytes": len(line) - 1})
+        elif not too_big:
+            out = outs.get(route)
+            if out is None:
+                out = outs[route] = bytearray()
+            out += line
+            total += len(line)
+            if on_growth is not None and total >= report_at:
+                on_growth(total)
+                report_at = total + _REPORT_EVERY_BYTES
+    if too_big:
+        raise TooLarge(f"events larger than {max_event_bytes} bytes (--max-event-bytes)", errors=too_big)
+    return list(outs.items())

@@ -24,7 +24,7 @@ from .naming import SegmentName, new_writer_id, parse_segment_name
 from .reader import LineChunk, iter_chunks, read_lines, read_range
 from .segments import Segment, SegmentState, list_segments, remove_stale_creating, seal_orphan
 from .units import parse_duration, parse_size
-from .writer import SpoolWriter, WriterStats
+from .writer import SpoolWriter, WriterStats, append_all
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -47,6 +47,7 @@ __all__ = [
     "SpoolWriter",
     "WriterConfig",
     "WriterStats",
+    "append_all",
     "archive_segment",
     "count_dead_letters",
     "iter_chunks",

@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .capacity import CapacityGuard
@@ -63,7 +64,7 @@ from .segment_files import (
 )
 from .segments import remove_stale_creating
 
-__all__ = ["SpoolWriter", "WriterStats"]
+__all__ = ["SpoolWriter", "WriterStats", "append_all"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,26 @@ class SpoolWriter:
                 self._commit.register(seq)  # before anyone can seal past it
         if wait:
             self._wait_durable(seq)
+
+    def _claim_locked(self, nbytes: int) -> int:
+        """The descriptor an append of ``nbytes`` goes to, every check passed (as in append)."""
+        if nbytes > self._budget or self._fsync_failed is not None:
+            return self._prepare_slow(nbytes)
+        return self._fd
+
+    def _write_locked(self, fd: int, data: bytes | bytearray) -> int:
+        """The write of append (there inlined: the hot path); returns the group-commit sequence."""
+        n = len(data)
+        try:
+            written = os.write(fd, data)
+        except OSError as exc:
+            self._refuse_write(exc)
+        if written != n:
+            self._finish_short_write(fd, data, written)
+        self._budget -= n
+        self._seq = seq = self._seq + n
+        self._appends += 1
+        return seq
 
     def _prepare_slow(self, nbytes: int) -> int:
         """Every decision the fast path skips: closed, a failed fsync, capacity, sealing, opening."""
@@ -399,3 +420,43 @@ class SpoolWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def append_all(parts: Sequence[tuple[SpoolWriter, bytes | bytearray]], *, sync: bool = False) -> None:
+    """Append each part to its own writer's spool (a route's), as one decision for all of them.
+
+    Every writer's lock is held (in one order for every caller, so two calls never
+    deadlock) from the first check to the last write: capacity and writability are
+    checked for every part before anything is written, and no other append of this
+    process can take the room in between. So :class:`SpoolFull` or
+    :class:`SpoolUnwritable` always means that nothing of any part was written.
+    Once a part is written, a later part the disk refuses (or cuts short) raises
+    :class:`AppendUncertain`: some parts are in their spools, and will be shipped.
+    With ``sync`` (or a writer's ``always`` policy) it returns once every part is durable.
+    """
+    if len(parts) == 1:
+        writer, data = parts[0]
+        writer.append(data, sync=sync)
+        return
+    for _writer, data in parts:
+        if not data or data[-1] != 10:
+            raise ValueError("append takes complete lines ending in a newline")
+    ordered = sorted({id(writer): writer for writer, _ in parts}.values(), key=id)
+    if len(ordered) != len(parts):
+        raise ValueError("append_all takes one part per writer")
+    seqs = []
+    with contextlib.ExitStack() as held:
+        for writer in ordered:
+            held.enter_context(writer._lock)
+        fds = [writer._claim_locked(len(data)) for writer, data in parts]  # may refuse: nothing written yet
+        for index, ((writer, data), fd) in enumerate(zip(parts, fds, strict=True)):
+            try:
+                seqs.append(writer._write_locked(fd, data))
+            except SpoolUnwritable as exc:  # the disk refused this part's write (a short one is AppendUncertain)
+                if index == 0:
+                    raise
+                raise AppendUncertain(f"{index} of {len(parts)} parts written, then: {exc}",
+                                      retry_after_seconds=exc.retry_after_seconds) from exc
+    for (writer, _data), seq in zip(parts, seqs, strict=True):
+        if sync or writer._always:
+            writer._wait_durable(seq)

@@ -16,12 +16,13 @@ __all__ = ["main"]
 CONTEXT_SETTINGS = {"auto_envvar_prefix": "SPOOLSHIP", "show_default": True, "help_option_names": ["-h", "--help"]}
 
 COMMANDS = {
+    "check": ("spoolship.commands.check", "Validate a config file (routes, destinations) and print its plan."),
     "receive": ("spoolship.commands.receive", "Run the HTTP receiver: validate, append to the spool, answer 201."),
-    "tail": ("spoolship.commands.tail", "Follow the spool and ship every line to a Kinesis stream."),
+    "tail": ("spoolship.commands.tail", "Follow the spool (or each route's) and ship every line to Kinesis or Firehose."),
     "replay": ("spoolship.commands.replay", "Re-send spool segments or archive files (plain or .gz)."),
     "status": ("spoolship.commands.status", "Show what is in a spool and how far behind the tailer is."),
-    "up": ("spoolship.commands.up", "The whole pipeline on this machine: Kinesis-API server, receiver, tailer."),
-    "peek": ("spoolship.commands.peek", "Print the events in a stream as NDJSON, across all shards."),
+    "up": ("spoolship.commands.up", "The whole pipeline on this machine: AWS-API server, receiver, tailer, routes."),
+    "peek": ("spoolship.commands.peek", "Print the events of a stream, a delivery stream or a route as NDJSON."),
     "rescue": ("spoolship.commands.rescue", "Drain the spool claims a scaled-down StatefulSet left (one pass)."),
 }
 

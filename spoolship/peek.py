@@ -1,6 +1,7 @@
-"""Reading a stream back as NDJSON, across all shards, deaggregating KPL records.
+"""Reading a destination back as NDJSON: a Kinesis stream across all shards (deaggregating KPL
+records), or the S3 objects a Firehose delivery stream wrote.
 
-For newcomers to see their events land, and for operators to check a stream.
+For newcomers to see their events land, and for operators to check a destination.
 Respects the 5 GetRecords calls per second per shard by pacing each shard.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 from tailer.kpl import deaggregate
 
-__all__ = ["peek_records"]
+__all__ = ["delivery_stream_bucket", "peek_delivery_stream", "peek_records"]
 
 PER_SHARD_INTERVAL_SECONDS = 0.2
 
@@ -54,3 +55,33 @@ def peek_records(client, stream: str, *, start: str = "TRIM_HORIZON", follow: bo
                 return
             time.sleep(poll_seconds)
             discover()
+
+
+def delivery_stream_bucket(firehose, name: str) -> tuple[str, str]:
+    """(bucket, key prefix) of a delivery stream's S3 destination; ValueError if it has none."""
+    description = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    for destination in description.get("Destinations", []):
+        s3 = destination.get("ExtendedS3DestinationDescription") or destination.get("S3DestinationDescription")
+        if s3:
+            return s3["BucketARN"].split(":::", 1)[-1], s3.get("Prefix") or ""
+    raise ValueError(f"delivery stream {name!r} does not deliver to S3: nothing to read back")
+
+
+def peek_delivery_stream(firehose, s3, name: str, *, follow: bool = False,
+                         poll_seconds: float = 1.0) -> Iterator[bytes]:
+    """Yield every line of every S3 object the delivery stream wrote (oldest key first); with
+    ``follow``, keep looking for new objects. Firehose objects are the records' bytes one after
+    another, and spoolship's records are whole NDJSON lines, so an object's lines are its events."""
+    bucket, prefix = delivery_stream_bucket(firehose, name)
+    seen: set[str] = set()
+    while True:
+        fresh = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            fresh += [item["Key"] for item in page.get("Contents", []) if item["Key"] not in seen]
+        for key in sorted(fresh):
+            seen.add(key)
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            yield from body.splitlines(keepends=True)
+        if not follow:
+            return
+        time.sleep(poll_seconds)

@@ -1,15 +1,18 @@
 """`spoolship up`: the whole pipeline on one machine, as child processes that stop together.
 
-An embedded Kinesis-API server (moto, single-threaded: see local_kinesis.py) on
-127.0.0.1 with the stream created in it, a receiver and a tailer sharing a spool
-directory. On Ctrl-C / SIGTERM the receiver stops first (sealing its segments),
-then the tailer drains everything to the stream, then the Kinesis server stops.
+With the embedded AWS-API server (moto, single-threaded: see local_kinesis.py) on
+127.0.0.1, it shows routes: a config file (written to ``<spool>/up.toml``) sends
+events by their ``type`` — clicks to a Firehose delivery stream that writes to
+S3, everything else to the Kinesis stream — and keeps rejected beacons in a bad
+route with a stream of its own; a receiver and a tailer (one loop per route)
+run on it. With ``--endpoint-url`` or ``--aws`` it is one stream, as before. On
+Ctrl-C / SIGTERM the receiver stops first (sealing its segments), then the
+tailer drains everything, then the embedded server stops.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -26,6 +29,8 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tailer.aws import make_session
+
+from .up_routes import BAD_STREAM, CLICKS, ensure_delivery_stream, routed_banner, write_config
 
 __all__ = ["LocalPipeline", "UpOptions"]
 
@@ -64,14 +69,31 @@ class LocalPipeline:
         self.endpoint_url = options.endpoint_url
         self.port = options.port or _free_port(options.host)
         self._stop = threading.Event()
+        # Routes need Firehose and S3, which only the embedded server is known to have.
+        self.routed = not options.aws and not options.endpoint_url
+        self.config_file = options.spool_dir / "up.toml"
 
     # -- start -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if not self.options.aws and not self.endpoint_url:
+        if self.routed:
             self._start_kinesis()
-        self._ensure_stream()
+        self._ensure_stream(self.options.stream)
         self.options.spool_dir.mkdir(parents=True, exist_ok=True)
+        if self.routed:
+            self._ensure_stream(BAD_STREAM)
+            try:
+                ensure_delivery_stream(*make_session(self.endpoint_url, self.options.region), self.endpoint_url)
+            except (ClientError, BotoCoreError) as exc:
+                self.stop()
+                raise UpError(f"cannot create the delivery stream {CLICKS!r}: {exc}") from None
+            write_config(self.config_file, self.options.spool_dir, self.options.stream, self.endpoint_url)
+            self._spawn("receiver", "receive", "--config", str(self.config_file), "--host", self.options.host,
+                        "--port", str(self.port))
+            self._spawn("tailer", "tail", "--config", str(self.config_file),
+                        "--drain-timeout", str(self.options.drain_timeout_seconds))
+            self._wait_ready()
+            return
         self._spawn("receiver", "receive", "--spool-dir", str(self.options.spool_dir), "--host", self.options.host,
                     "--port", str(self.port))
         tail_args = ["tail", "--spool-dir", str(self.options.spool_dir), "--stream", self.options.stream,
@@ -83,46 +105,25 @@ class LocalPipeline:
         self._spawn("tailer", *tail_args)
         self._wait_ready()
 
-    def _start_kinesis(self) -> None:
-        port = self.options.kinesis_port
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spoolship.local_kinesis", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.children["kinesis"] = process
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        output = []
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            match = re.search(r"Running on (http://\S+)", line)
-            if match:
-                self.endpoint_url = match.group(1)
-                threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
-                return
-        self.stop()
-        raise UpError("the embedded Kinesis server did not start:\n" + "".join(output[-20:]))
-
-    def _ensure_stream(self) -> None:
+    def _ensure_stream(self, stream: str) -> None:
         session, region = make_session(self.endpoint_url, self.options.region)
         try:
             client = session.client("kinesis", endpoint_url=self.endpoint_url, region_name=region)
             try:
-                client.describe_stream_summary(StreamName=self.options.stream)
+                client.describe_stream_summary(StreamName=stream)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ResourceNotFoundException" or self.options.aws:
                     raise
-                client.create_stream(StreamName=self.options.stream, ShardCount=self.options.shards)
+                client.create_stream(StreamName=stream, ShardCount=self.options.shards)
             deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-            while client.describe_stream_summary(StreamName=self.options.stream)[
+            while client.describe_stream_summary(StreamName=stream)[
                     "StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
                 if time.monotonic() > deadline:
-                    raise UpError(f"stream {self.options.stream} did not become ACTIVE")
+                    raise UpError(f"stream {stream} did not become ACTIVE")
                 time.sleep(0.2)
         except (ClientError, BotoCoreError) as exc:
             self.stop()
-            raise UpError(f"cannot use stream {self.options.stream!r}: {exc}") from None
+            raise UpError(f"cannot use stream {stream!r}: {exc}") from None
 
     def _spawn(self, name: str, *args: str) -> None:
         env = dict(os.environ)
@@ -173,6 +174,9 @@ class LocalPipeline:
             return str(script.resolve())
 
     def banner(self) -> str:
+        if self.routed:
+            return routed_banner(self.command_name(), f"http://{self.options.host}:{self.port}", self.config_file,
+                                 self.endpoint_url, self.options.stream)
         exe = self.command_name()
         receiver = f"http://{self.options.host}:{self.port}"
         where = "embedded moto server" if "kinesis" in self.children else "external"

@@ -6,10 +6,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .credentials import DEFAULT_SESSION_NAME, RoleSettings
+from .firehose_packing import FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES
 from .packing import MAX_BATCH_BYTES, MAX_RECORD_BYTES
 from .partition import parse_partition_key
 
-__all__ = ["TailerConfig", "check_stream_name"]
+__all__ = ["DESTINATION_KINDS", "TailerConfig", "check_delivery_stream_name", "check_stream_name"]
+
+# What a route's spool is shipped to: a Kinesis data stream, or a Firehose delivery stream.
+KINESIS = "kinesis"
+FIREHOSE = "firehose"
+DESTINATION_KINDS = (KINESIS, FIREHOSE)
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_LINGER_SECONDS = 0.25
@@ -28,8 +35,13 @@ DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class TailerConfig:
+    """One shipping loop: a spool (a route's) and its destination. ``stream`` names the Kinesis
+    stream, or with ``destination="firehose"`` the delivery stream."""
+
     spool_dir: Path
     stream: str
+    destination: str = KINESIS
+    route: str = "default"  # the metrics' and logs' label for this loop
     endpoint_url: str | None = None
     region: str | None = None
     aggregate: bool = False
@@ -53,9 +65,23 @@ class TailerConfig:
     # Exit 0 once every segment is sealed, shipped, checkpointed and deleted (the scale-down rescue).
     exit_when_empty: bool = False
     read_bytes: int = DEFAULT_READ_BYTES
+    # Sign with this role's credentials (AssumeRole, refreshed; tailer/credentials.py).
+    role_arn: str | None = None
+    external_id: str | None = None
+    role_session_name: str = DEFAULT_SESSION_NAME
+    sts_endpoint_url: str | None = None
+    # Firehose: lines packed per record up to this size (Firehose bills each record rounded up to 5 KB).
+    firehose_record_bytes: int = FIREHOSE_MAX_RECORD_BYTES
 
     def __post_init__(self) -> None:
-        check_stream_name(self.stream)
+        if self.destination not in DESTINATION_KINDS:
+            raise ValueError(f"destination {self.destination!r}: one of {', '.join(DESTINATION_KINDS)}")
+        if self.destination == FIREHOSE:
+            check_delivery_stream_name(self.stream)
+            self._check_firehose()
+        else:
+            check_stream_name(self.stream)
+        self.role  # noqa: B018 (validates the role settings)
         object.__setattr__(self, "spool_dir", Path(self.spool_dir))
         if self.archive_dir is not None:
             object.__setattr__(self, "archive_dir", Path(self.archive_dir))
@@ -82,6 +108,24 @@ class TailerConfig:
         spool, archive = self.spool_dir.resolve(), self.archive_dir.resolve()
         return archive == spool or spool in archive.parents
 
+    def _check_firehose(self) -> None:
+        if self.aggregate or self.partition_key != "random":
+            raise ValueError("Firehose has no partition keys and takes no KPL aggregates: lines are packed "
+                             "many to a record instead (leave --aggregate and --partition-key unset)")
+        if not 1024 <= self.firehose_record_bytes <= FIREHOSE_MAX_RECORD_BYTES:
+            raise ValueError(f"Firehose record bytes must be between 1024 and {FIREHOSE_MAX_RECORD_BYTES}")
+        if self.max_batch_bytes > FIREHOSE_MAX_BATCH_BYTES:
+            raise ValueError(f"--max-batch-bytes {self.max_batch_bytes} is over Firehose's "
+                             f"{FIREHOSE_MAX_BATCH_BYTES} per PutRecordBatch call")
+
+    @property
+    def role(self) -> RoleSettings | None:
+        if self.role_arn is None:
+            if self.external_id is not None or self.sts_endpoint_url is not None:
+                raise ValueError("--external-id and --sts-endpoint-url need --role-arn")
+            return None
+        return RoleSettings(self.role_arn, self.external_id, self.role_session_name, self.sts_endpoint_url)
+
 
 _STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 
@@ -91,4 +135,12 @@ def check_stream_name(name: str) -> str:
     if not _STREAM_NAME.fullmatch(name):
         raise ValueError(f"--stream {name!r} is not a Kinesis stream name: 1 to 128 characters "
                          "from a-z, A-Z, 0-9, '_', '.' and '-'")
+    return name
+
+
+def check_delivery_stream_name(name: str) -> str:
+    """Firehose's rule for delivery stream names (1 to 64 of the same characters)."""
+    if not _STREAM_NAME.fullmatch(name) or len(name) > 64:
+        raise ValueError(f"--delivery-stream {name!r} is not a Firehose delivery stream name: 1 to 64 "
+                         "characters from a-z, A-Z, 0-9, '_', '.' and '-'")
     return name

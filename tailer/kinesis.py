@@ -2,11 +2,12 @@
 
 boto3 resolves the credential chain, the region and the endpoint
 (``--endpoint-url`` or ``AWS_ENDPOINT_URL_KINESIS``) and provides SigV4 signing
-and its pooled urllib3 session. For the one hot call, PutRecords, the request
-body is written with orjson and base64 and only the fields we need are read
-back: botocore's generic model-driven serializer and parser cost ~11 µs of CPU
-per record here, this path ~4.5 (see docs/performance.md). Everything else
-(control-plane calls) goes through the ordinary boto3 client.
+and its pooled urllib3 session (:mod:`tailer.aws_json`). For the one hot call,
+PutRecords, the request body is written with orjson and base64 and only the
+fields we need are read back: botocore's generic model-driven serializer and
+parser cost ~11 µs of CPU per record here, this path ~4.5 (see
+docs/performance.md). Everything else (control-plane calls) goes through the
+ordinary boto3 client.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from collections.abc import Sequence
 
 import boto3
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 
-from .errors import AccessDenied, Unavailable
+from .aws_json import JsonApi
+from .errors import Unavailable
 from .kinesis_errors import (
     classify_answer,
     is_record_rejection,
@@ -32,7 +31,6 @@ from .sink import PutResult, Record
 __all__ = ["KinesisSink"]
 
 _TARGET = "Kinesis_20131202.PutRecords"
-_JSON_11 = "application/x-amz-json-1.1"
 _b64 = base64.b64encode
 
 
@@ -51,56 +49,20 @@ class KinesisSink:
         session: boto3.Session | None = None,
     ) -> None:
         self.stream = stream
-        self._session = session or boto3.Session()
-        self.client = self._session.client(
-            "kinesis",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            config=Config(
-                retries={"max_attempts": 0},  # the tailer retries, with its own backoff
-                parameter_validation=False,
-                max_pool_connections=max_connections,
-                connect_timeout=connect_timeout_seconds,
-                read_timeout=read_timeout_seconds,
-                tcp_keepalive=True,
-            ),
-        )
-        self._url = self.client.meta.endpoint_url
-        self._region = self.client.meta.region_name
-        # The client's own pooled urllib3 session: same proxies, CA bundle, timeouts and pool.
-        self._http = self.client._endpoint.http_session
+        self._api = JsonApi("kinesis", session=session, endpoint_url=endpoint_url, region=region,
+                            max_connections=max_connections, connect_timeout_seconds=connect_timeout_seconds,
+                            read_timeout_seconds=read_timeout_seconds)
+        self.client = self._api.client
+        self._http = self._api.http  # the pooled HTTP session (tests replace its send)
         self._stream_json = orjson.dumps(stream)
 
     def put_records(self, records: Sequence[Record]) -> PutResult:
         """One PutRecords call; every exception underneath leaves as a ShipError."""
-        body = self._encode(records)
-        request = AWSRequest(
-            method="POST", url=self._url, data=body,
-            headers={"Content-Type": _JSON_11, "X-Amz-Target": _TARGET},
-        )
-        frozen = self._credentials()
-        try:
-            SigV4Auth(frozen, "kinesis", self._region).add_auth(request)
-            response = self._http.send(request.prepare())
-            status, content = response.status_code, response.content
-            error_type = response.headers.get("x-amzn-ErrorType", "")
-        except Exception as exc:  # the one translation place: everything becomes a ShipError
-            raise translate_exception(exc) from exc
-        if status != 200:
-            code, message, from_kinesis = parse_error_body(content, error_type)
-            raise classify_answer(status, code, message, record_count=len(records), from_kinesis=from_kinesis)
-        return self._result(content, len(records))
-
-    def _credentials(self):
-        """Frozen credentials; refreshing ones (web identity, SSO, IMDS) may fail here, for a while."""
-        try:
-            credentials = self._session.get_credentials()
-            if credentials is None:
-                raise AccessDenied("no AWS credentials found (env, profile, web identity, or instance role)",
-                                   code="NoCredentials")
-            return credentials.get_frozen_credentials()
-        except Exception as exc:  # translated: see tailer.kinesis_errors
-            raise translate_exception(exc, credentials=True) from exc
+        answer = self._api.post(_TARGET, self._encode(records))
+        if answer.status != 200:
+            code, message, from_kinesis = parse_error_body(answer.content, answer.error_type)
+            raise classify_answer(answer.status, code, message, record_count=len(records), from_kinesis=from_kinesis)
+        return self._result(answer.content, len(records))
 
     @staticmethod
     def _result(content: bytes, count: int) -> PutResult:
@@ -151,4 +113,4 @@ class KinesisSink:
             raise translate_exception(exc) from exc
 
     def close(self) -> None:
-        self.client.close()
+        self._api.close()

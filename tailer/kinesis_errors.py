@@ -52,8 +52,10 @@ __all__ = [
     "THROTTLED_CODES",
     "UNAVAILABLE_CODES",
     "VALIDATION_CODES",
+    "bare_code",
     "classify_answer",
     "classify_client_error",
+    "classify_validation",
     "is_record_rejection",
     "parse_error_body",
     "translate_exception",
@@ -120,6 +122,11 @@ def parse_error_body(body: bytes, error_type_header: str = "") -> tuple[str, str
     return code, _short(body[:4 * _MESSAGE_CHARS].decode("utf-8", "replace")), False
 
 
+def bare_code(code: str) -> str:
+    """The code alone, without a namespace or URL around it."""
+    return _bare_code(code)
+
+
 def _bare_code(code: str) -> str:
     # "com.amazonaws.kinesis.v20131202#ResourceNotFoundException", "Code:http://internal.amazon.com/…"
     return code.rsplit("#", 1)[-1].split(":", 1)[0].strip()
@@ -162,12 +169,14 @@ def _classify_code(status: int, code: str, message: str, text: str, record_count
     if code in INVALID_CALL_CODES:
         return RequestInvalid(text, code=code)
     if code in VALIDATION_CODES:
-        return _classify_validation(status, code, message, text, record_count, from_kinesis)
+        return classify_validation(status, code, message, text, record_count, from_kinesis)
     return None
 
 
-def _classify_validation(status: int, code: str, message: str, text: str, record_count: int,
-                         from_kinesis: bool) -> ShipError:
+def classify_validation(status: int, code: str, message: str, text: str, record_count: int,
+                        from_kinesis: bool) -> ShipError:
+    """A validation answer (of Kinesis, or of any AWS JSON service written by the same framework):
+    ``RecordsRejected`` only for a 400 from the service naming ``records.<n>.member…`` of this call."""
     paths = _validation_paths(message)
     if not paths:
         return RequestRejected(text, code=code)

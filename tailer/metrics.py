@@ -1,9 +1,13 @@
-"""The tailer's Prometheus metrics and its small HTTP endpoint (/metrics, /healthz)."""
+"""The tailer's Prometheus metrics and its small HTTP endpoint (/metrics, /healthz).
+
+/healthz is 200 while every shipping loop of the process has turned within ``stale_seconds``.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -20,36 +24,78 @@ __all__ = ["MetricsServer", "TailerMetrics"]
 PUT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class _Bound:
+    """A labelled family with the ``route`` label already given: ``.labels(reason)`` → that route's child."""
+
+    __slots__ = ("_family", "_route")
+
+    def __init__(self, family, route: str) -> None:
+        self._family = family
+        self._route = route
+
+    def labels(self, *values: str):
+        return self._family.labels(self._route, *values)
+
+
+# The metric families of each registry, so that several loops (one TailerMetrics each) share them.
+_FAMILIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class TailerMetrics:
-    def __init__(self) -> None:
-        self.registry = r = CollectorRegistry(auto_describe=True)
-        self.records_shipped = Counter("spoolship_tailer_records_shipped", "Kinesis records acknowledged", registry=r)
-        self.lines_shipped = Counter("spoolship_tailer_lines_shipped", "Spool lines (events) acknowledged", registry=r)
-        self.bytes_shipped = Counter("spoolship_tailer_bytes_shipped", "Spool bytes acknowledged", registry=r)
-        self.put_calls = Counter("spoolship_tailer_put_records_calls", "Successful PutRecords calls", registry=r)
-        self.retries = Counter("spoolship_tailer_retries", "Records or calls sent again", registry=r)
-        self.throttles = Counter("spoolship_tailer_throttles", "Throttled records or calls", registry=r)
-        self.record_failures = Counter("spoolship_tailer_record_failures", "Records failed inside a call", registry=r)
-        self.failed_calls = Counter("spoolship_tailer_failed_calls", "PutRecords calls that failed whole",
-                                    ["reason"], registry=r)
-        self.dead_letters = Counter("spoolship_tailer_dead_letters", "Lines moved to dead-letter/",
-                                    ["reason"], registry=r)
-        self.misplaced = Counter("spoolship_tailer_misplaced_aggregates",
-                                 "Aggregates that landed on another shard than predicted (a reshard); stray lines sent again", registry=r)
-        self.spool_errors = Counter("spoolship_tailer_spool_errors", "Spool operations that failed (retried)",
-                                    ["operation"], registry=r)
-        self.segments_shrunk = Counter("spoolship_tailer_segments_shrunk",
-                                       "Segments found shorter than already read (shipped again from 0)", registry=r)
-        self.segments_deleted = Counter("spoolship_tailer_segments_deleted", "Segments deleted or archived", registry=r)
-        self.checkpoints = Counter("spoolship_tailer_checkpoints", "Checkpoint writes", registry=r)
-        self.bytes_behind = Gauge("spoolship_tailer_spool_bytes_behind", "Spool bytes not yet acknowledged", registry=r)
-        self.oldest_age = Gauge("spoolship_tailer_oldest_unshipped_age_seconds",
-                                "Age of the oldest line not yet acknowledged", registry=r)
-        self.segments = Gauge("spoolship_tailer_segments", "Segments in the spool", registry=r)
-        self.inflight = Gauge("spoolship_tailer_batches_in_flight", "PutRecords batches in flight", registry=r)
-        self.put_seconds = Histogram("spoolship_tailer_put_records_seconds", "PutRecords latency",
-                                     buckets=PUT_BUCKETS, registry=r)
+    """The metrics of one shipping loop.
+
+    A lone loop (``route=None``, ``spoolship tail --stream``) exposes them without labels beyond
+    their own, as always; the loops of ``tail --config`` share one registry and add ``route``.
+    """
+
+    def __init__(self, route: str | None = None, registry: CollectorRegistry | None = None) -> None:
+        self.route = route
+        self.registry = r = registry or CollectorRegistry(auto_describe=True)
+        self._families = _FAMILIES.setdefault(r, {})
+        c, g = self._counter, self._gauge
+        self.records_shipped = c("spoolship_tailer_records_shipped", "Kinesis records acknowledged")
+        self.lines_shipped = c("spoolship_tailer_lines_shipped", "Spool lines (events) acknowledged")
+        self.bytes_shipped = c("spoolship_tailer_bytes_shipped", "Spool bytes acknowledged")
+        self.put_calls = c("spoolship_tailer_put_records_calls", "Successful PutRecords calls")
+        self.retries = c("spoolship_tailer_retries", "Records or calls sent again")
+        self.throttles = c("spoolship_tailer_throttles", "Throttled records or calls")
+        self.record_failures = c("spoolship_tailer_record_failures", "Records failed inside a call")
+        self.failed_calls = c("spoolship_tailer_failed_calls", "PutRecords calls that failed whole", ("reason",))
+        self.dead_letters = c("spoolship_tailer_dead_letters", "Lines moved to dead-letter/", ("reason",))
+        self.misplaced = c("spoolship_tailer_misplaced_aggregates",
+                           "Aggregates that landed on another shard than predicted (a reshard); stray lines sent again")
+        self.spool_errors = c("spoolship_tailer_spool_errors", "Spool operations that failed (retried)",
+                              ("operation",))
+        self.segments_shrunk = c("spoolship_tailer_segments_shrunk",
+                                 "Segments found shorter than already read (shipped again from 0)")
+        self.segments_deleted = c("spoolship_tailer_segments_deleted", "Segments deleted or archived")
+        self.checkpoints = c("spoolship_tailer_checkpoints", "Checkpoint writes")
+        self.bytes_behind = g("spoolship_tailer_spool_bytes_behind", "Spool bytes not yet acknowledged")
+        self.oldest_age = g("spoolship_tailer_oldest_unshipped_age_seconds",
+                            "Age of the oldest line not yet acknowledged")
+        self.segments = g("spoolship_tailer_segments", "Segments in the spool")
+        self.inflight = g("spoolship_tailer_batches_in_flight", "PutRecords batches in flight")
+        self.put_seconds = self._bind(self._family(Histogram, "spoolship_tailer_put_records_seconds",
+                                                   "PutRecords latency", (), buckets=PUT_BUCKETS), ())
         self.heartbeat = time.monotonic()
+
+    def _family(self, kind, name: str, documentation: str, labels: tuple[str, ...], **extra):
+        family = self._families.get(name)
+        if family is None:
+            names = (("route",) if self.route is not None else ()) + labels
+            family = self._families[name] = kind(name, documentation, names, registry=self.registry, **extra)
+        return family
+
+    def _bind(self, family, labels: tuple[str, ...]):
+        if self.route is None:
+            return family
+        return _Bound(family, self.route) if labels else family.labels(self.route)
+
+    def _counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()):
+        return self._bind(self._family(Counter, name, documentation, labels), labels)
+
+    def _gauge(self, name: str, documentation: str):
+        return self._bind(self._family(Gauge, name, documentation, ()), ())
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
@@ -58,15 +104,17 @@ class TailerMetrics:
 class MetricsServer:
     """Serves /metrics and /healthz (200 while the loop has run within ``stale_seconds``)."""
 
-    def __init__(self, metrics: TailerMetrics, host: str, port: int, stale_seconds: float = 60.0) -> None:
-        registry = metrics.registry
+    def __init__(self, metrics: TailerMetrics | list[TailerMetrics], host: str, port: int,
+                 stale_seconds: float = 60.0) -> None:
+        loops = metrics if isinstance(metrics, list) else [metrics]
+        registry = loops[0].registry  # shared by every loop of a process
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path.startswith("/metrics"):
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif self.path.startswith("/healthz"):
-                    fresh = time.monotonic() - metrics.heartbeat < stale_seconds
+                    fresh = all(time.monotonic() - loop.heartbeat < stale_seconds for loop in loops)
                     self._send(200 if fresh else 503, b'{"status":"%s"}' % (b"ok" if fresh else b"stalled"),
                                "application/json")
                 else:

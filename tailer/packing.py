@@ -16,6 +16,7 @@ number of partition keys. Not thread-safe: the shipper's loop owns the packers.
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_right
 from collections.abc import Callable
@@ -35,6 +36,7 @@ __all__ = [
     "OPEN_AGGREGATES_MAX_BYTES",
     "AggregatingPacker",
     "Batch",
+    "PackerBase",
     "PlainPacker",
     "Span",
     "split_aggregate",
@@ -47,6 +49,8 @@ MAX_RECORD_BYTES = 1024 * 1024
 MAX_OPEN_AGGREGATES = 4096
 # ... and their bytes together, whatever the number of keys and --aggregate-max-bytes.
 OPEN_AGGREGATES_MAX_BYTES = 4 * 1024 * 1024
+
+_LINES = re.compile(rb"[^\n]*\n")
 
 # Called for a line that can never be shipped: (span, line, reason). The callee owns the line from
 # then on: it releases it from its span (``span.pending -= 1``) once the line is safely stored.
@@ -120,6 +124,9 @@ class _PackerBase:
         """Batches that reached a limit and are ready to send."""
         full, self._full = self._full, []
         return full
+
+
+PackerBase = _PackerBase  # for the packers of other destinations (tailer/firehose_packing.py)
 
 
 class PlainPacker(_PackerBase):
@@ -297,8 +304,17 @@ class AggregatingPacker(_PackerBase):
 
 
 def split_aggregate(record: Record) -> list[Record] | None:
-    """An aggregated record of several lines as one plain record per line (under its own key), or None."""
-    if not is_aggregated(record[0]):
+    """A record of several lines as one plain record per line, or None for a record of one line.
+
+    Takes apart a KPL aggregate (each line under its own key) and a record of NDJSON lines
+    (Firehose packs many lines per record; each keeps the record's key): a spool line never
+    holds a newline but its last byte.
+    """
+    data = record[0]
+    if is_aggregated(data):
+        parts = [(line, key, None) for key, line in deaggregate(data)]
+    elif data.endswith(b"\n"):
+        parts = [(line, record[1], None) for line in _LINES.findall(data)]
+    else:  # not lines (never made by a packer): kept whole
         return None
-    parts = [(data, key, None) for key, data in deaggregate(record[0])]
     return parts if len(parts) > 1 else None

@@ -29,11 +29,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from .config import TailerConfig
 from .deadletters import DeadLetters
 from .delivery import Backoff, Delivery
+from .destination import make_packer
 from .errors import Aborted
 from .metrics import TailerMetrics
-from .packing import AggregatingPacker, Batch, PlainPacker
-from .partition import make_key_function
-from .placement import PlacementCheck
+from .packing import Batch
 from .progress import SegmentProgress
 from .shardmap import ShardMap
 from .sink import Sink
@@ -74,17 +73,8 @@ class Shipper:
         self._closed = False
 
     def _make_packer(self, sink: Sink, shard_map: ShardMap | None):
-        config = self.config
-        key_fn = make_key_function(config.partition_key)
-        if not config.aggregate:
-            return PlainPacker(key_fn, self._dead.line, max_batch_bytes=config.max_batch_bytes), None
-        placement = None
-        if config.partition_key != "random":
-            shard_map = shard_map or ShardMap(sink.list_shards)
-            placement = PlacementCheck(shard_map, config.aggregate_max_bytes)
-        packer = AggregatingPacker(key_fn, self._dead.line, max_bytes=config.aggregate_max_bytes,
-                                   shard_map=shard_map, max_batch_bytes=config.max_batch_bytes)
-        return packer, placement
+        """The destination's packer (tailer/destination.py): this loop knows no service."""
+        return make_packer(self.config, sink, self._dead.line, shard_map)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -104,6 +94,7 @@ class Shipper:
         """
         exit_when_empty = self.config.exit_when_empty
         log.info("tailer started", extra={"spool": str(self._dir), "stream": self.config.stream,
+                                          "destination": self.config.destination, "route": self.config.route,
                                           "aggregate": self.config.aggregate, "exit_when_empty": exit_when_empty})
         while not stop.is_set():
             worked = self.ship_once()

@@ -135,8 +135,10 @@ def start_receiver(spool_dir: Path, *extra: str) -> tuple[Proc, str]:
     return proc, f"http://127.0.0.1:{record['port']}"
 
 
-def start_tailer(spool_dir: Path, stream: str, endpoint: str, *extra: str) -> Proc:
-    proc = Proc("tail", "--spool-dir", str(spool_dir), "--stream", stream, "--endpoint-url", endpoint,
+def start_tailer(spool_dir: Path, stream: str, endpoint: str, *extra: str, firehose: bool = False) -> Proc:
+    """`spoolship tail` to ``stream`` (a Firehose delivery stream with ``firehose``)."""
+    proc = Proc("tail", "--spool-dir", str(spool_dir), "--delivery-stream" if firehose else "--stream", stream,
+                "--endpoint-url", endpoint,
                 "--linger", "0.05", "--checkpoint-interval", "0.2", "--poll-interval", "0.5",
                 "--max-backoff", "0.5", *extra)
     proc.wait_for_log("tailer started")

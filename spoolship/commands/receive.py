@@ -58,8 +58,23 @@ def _pin_malloc() -> None:
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
-@option("--spool-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Spool directory on a local disk (created if missing).")
+@option("--spool-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Spool directory on a local disk (created if missing); with --config, where the route "
+                   "spools are (winning over the file's spool_dir).")
+@option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              envvar="SPOOLSHIP_CONFIG",
+              help="Config file of routes (TOML, docs/config.md): events go to a spool per route by a field's "
+                   "value; the bad route keeps rejected requests.")
+@option("--invalid", type=click.Choice(["beacons", "keep", "drop"]), default="beacons",
+              help="Which rejected requests (unparseable, or failing the schema) also go to the bad route: "
+                   "text/plain beacons, all, or none. The client gets its 400 either way.")
+@option("--client-ip-field", help="Stamp each event with the client's IP address under this field "
+              "(personal data: see docs/http-api.md). Off when unset.")
+@option("--user-agent-field", help="Stamp each event with the User-Agent under this field (personal data). "
+              "Off when unset.")
+@option("--trusted-proxies", multiple=True,
+              help="CIDR of a proxy in front (repeatable, or comma-separated) whose X-Forwarded-For is "
+                   "believed for --client-ip-field; without it the header is ignored.")
 @option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 in a container).")
 @option("--port", type=int, default=DEFAULT_PORT, help="Port to listen on (0 = any free port).")
 @option("--schema", "schema_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -117,10 +132,14 @@ def _pin_malloc() -> None:
               help="Honour ?sync=1 / X-Spoolship-Sync (fsync before the 201) from clients with a valid key "
                    "(every client without --api-key-file); never under --fsync never.")
 @option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
-def receive(log_level: str, **options) -> None:
-    """Run the HTTP receiver: validate events, append them to the spool, answer 201."""
+def receive(log_level: str, config_file: Path | None, **options) -> None:
+    """Run the HTTP receiver: validate events, append them to the spool (or each route's), answer 201."""
     configure_logging(log_level)
     try:
+        if config_file is not None:
+            options = _with_routes(click.get_current_context(), config_file, options)
+        elif options["spool_dir"] is None:
+            raise click.UsageError("--spool-dir is required (or --config with a spool_dir)")
         config = ReceiverConfig(**options)
         EventValidator.from_file(config.schema_file)  # fail at start, not per request (or in a worker)
         if config.api_key_file is not None:
@@ -137,3 +156,15 @@ def receive(log_level: str, **options) -> None:
     from receiver.supervisor import Supervisor
 
     sys.exit(Supervisor(config, functools.partial(worker_main, log_level=log_level)).run())
+
+
+def _with_routes(ctx: click.Context, config_file: Path, options: dict) -> dict:
+    """The receiver's options with --config's routes (the spool root: --spool-dir if given, else the file's)."""
+    from click.core import ParameterSource
+
+    from ..config_file import load_plan
+
+    given = ctx.get_parameter_source("spool_dir") not in (None, ParameterSource.DEFAULT)
+    plan = load_plan(config_file, options["spool_dir"] if given else None, check_destinations=False)
+    routing = plan.routing(options["max_spool_bytes"], max_event_bytes=options["max_event_bytes"])
+    return {**options, "spool_dir": plan.spool_dir, "routing": routing}

@@ -1,4 +1,7 @@
-"""`spoolship status`: segments, bytes behind, oldest unshipped age, writers, dead letters."""
+"""`spoolship status`: segments, bytes behind, oldest unshipped age, writers, dead letters.
+
+Of one spool (``--spool-dir``), or of every route's spool of a config file (``--config``).
+"""
 
 from __future__ import annotations
 
@@ -6,36 +9,83 @@ import json
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from spooler import CheckpointCorrupt
-from tailer.status import read_status
+from tailer.status import SpoolStatus, read_status
 
+from ..config_file import ConfigError, load_plan
 from ..params import COMMAND_SETTINGS, option
+from ..text import human_bytes, table
 
 __all__ = ["status"]
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+_human = human_bytes
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
-@option("--spool-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
-        help="The spool directory to inspect.")
+@option("--spool-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="The spool directory to inspect (with --config: where the route spools are).")
+@option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar="SPOOLSHIP_CONFIG", help="Config file: show every route's spool.")
 @option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def status(spool_dir: Path, as_json: bool) -> None:
-    """Show what is in a spool and how far behind the tailer is (read-only)."""
-    try:
-        report = read_status(spool_dir)
-    except CheckpointCorrupt as exc:
-        raise click.ClickException(str(exc)) from None
+def status(spool_dir: Path | None, config_file: Path | None, as_json: bool) -> None:
+    """Show what is in a spool (or each route's) and how far behind the tailer is (read-only)."""
+    if config_file is not None:
+        given = click.get_current_context().get_parameter_source("spool_dir") not in (None, ParameterSource.DEFAULT)
+        try:
+            plan = load_plan(config_file, spool_dir if given else None, check_destinations=False)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        reports = {route.name: _read(route.spool_dir) for route in plan.every_route}
+        if as_json:
+            click.echo(json.dumps({name: report.to_dict() if report else None for name, report in reports.items()},
+                                  indent=2))
+            return
+        _show_routes(plan, reports)
+        return
+    if spool_dir is None:
+        raise click.UsageError("give --spool-dir, or --config for every route's spool")
+    if not spool_dir.is_dir():
+        raise click.UsageError(f"--spool-dir {spool_dir}: no such directory")
+    report = _read(spool_dir, fatal=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
+    _show_one(report)
+
+
+def _read(spool_dir: Path, *, fatal: bool = False) -> SpoolStatus | None:
+    if not spool_dir.is_dir():
+        return None  # no receiver has written to this route yet
+    try:
+        return read_status(spool_dir)
+    except CheckpointCorrupt as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _show_routes(plan, reports: dict[str, SpoolStatus | None]) -> None:
+    rows = []
+    for route in plan.every_route:
+        report = reports[route.name]
+        destination = plan.destinations[route.destination]
+        if report is None:
+            rows.append([route.name, f"{destination.kind} {destination.stream}", "-", "-", "-", "-", "-",
+                         "no spool yet"])
+            continue
+        oldest = report.oldest_unshipped_age_seconds
+        rows.append([route.name, f"{destination.kind} {destination.stream}", str(len(report.segments)),
+                     human_bytes(report.bytes_total), human_bytes(report.bytes_behind),
+                     f"{oldest:.0f}s" if oldest is not None else "-", str(report.dead_letters),
+                     "running" if report.tailer_running else "not running"])
+    click.echo(f"config   {plan.source}")
+    click.echo(f"spool    {plan.spool_dir}")
+    click.echo("")
+    for line in table(["ROUTE", "DESTINATION", "SEGMENTS", "BYTES", "BEHIND", "OLDEST", "DEAD", "TAILER"], rows):
+        click.echo(line)
+
+
+def _show_one(report: SpoolStatus) -> None:
     oldest = report.oldest_unshipped_age_seconds
     click.echo(f"spool          {report.spool_dir}")
     click.echo(f"tailer         {'running' if report.tailer_running else 'not running'}")

@@ -1,4 +1,7 @@
-"""`spoolship tail`: the sidecar that ships the spool to a Kinesis stream."""
+"""`spoolship tail`: the sidecar that ships the spool to a Kinesis stream or a Firehose delivery stream.
+
+With ``--config`` it runs one shipping loop per route (tailer/fleet.py), each to its route's destination.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from pathlib import Path
 
 import click
 from botocore.exceptions import BotoCoreError, NoRegionError
+from click.core import ParameterSource
 
 from spooler import CheckpointCorrupt, CheckpointLocked
-from tailer import KinesisSink, MetricsServer, Shipper, TailerConfig, TailerMetrics
-from tailer.aws import make_session
+from tailer import MetricsServer, Shipper, TailerConfig, TailerMetrics
 from tailer.config import (
     DEFAULT_AGGREGATE_MAX_BYTES,
     DEFAULT_CHECKPOINT_INTERVAL_SECONDS,
@@ -25,8 +28,11 @@ from tailer.config import (
     DEFAULT_PERMANENT_RETRY_SECONDS,
     DEFAULT_POLL_INTERVAL_SECONDS,
 )
+from tailer.destination import open_sink
+from tailer.fleet import Fleet, Loop
 from tailer.follower import SpoolFollower
 
+from ..config_file import ConfigError, load_plan
 from ..logs import configure_logging
 from ..params import COMMAND_SETTINGS, DURATION, SIZE, option
 
@@ -36,10 +42,18 @@ log = logging.getLogger(__name__)
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
-@option("--spool-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-        help="The spool directory shared with the receiver.")
-@option("--stream", required=True, help="Kinesis data stream name.")
-@option("--endpoint-url", help="Kinesis-API endpoint (moto, kinesalite, LocalStack); default: AWS.")
+@option("--spool-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="The spool directory shared with the receiver (with --config: where the route spools are, "
+             "winning over the file's spool_dir).")
+@option("--stream", help="Kinesis data stream name (one destination; or --delivery-stream, or --config).")
+@option("--delivery-stream", help="Firehose delivery stream name, instead of --stream.")
+@option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar="SPOOLSHIP_CONFIG",
+        help="Config file of routes and destinations (TOML, docs/config.md): one shipping loop per route. "
+             "The other options apply to every loop unless its destination sets them.")
+@option("--route", "routes", multiple=True, envvar="SPOOLSHIP_ROUTE",
+        help="With --config: ship only this route (repeatable), e.g. one tailer container per destination.")
+@option("--endpoint-url", help="Kinesis- or Firehose-API endpoint (moto, kinesalite, LocalStack); default: AWS.")
 @option("--region", help="AWS region; default: boto3's (AWS_REGION / AWS_DEFAULT_REGION / profile).")
 @option("--aggregate/--no-aggregate", default=False, help="Pack many lines per record (KPL format).")
 @option("--aggregate-max-bytes", type=SIZE, default=DEFAULT_AGGREGATE_MAX_BYTES,
@@ -70,52 +84,106 @@ log = logging.getLogger(__name__)
 @option("--permanent-retry", "permanent_retry_seconds", type=DURATION, default=DEFAULT_PERMANENT_RETRY_SECONDS,
         help="How often to try again a call the endpoint refuses for good (missing stream, access denied, "
              "a proxy's 404); nothing is dropped meanwhile.")
+@option("--role-arn", help="Sign with this IAM role's credentials (AssumeRole, refreshed before they expire), "
+        "assumed with boto3's usual credentials (IRSA, instance role, env): for a stream in another account.")
+@option("--external-id", help="The ExternalId the role's trust policy asks for.")
+@option("--role-session-name", default="spoolship", help="The AssumeRole session name (seen in CloudTrail).")
+@option("--sts-endpoint-url", help="STS endpoint for AssumeRole; default: the region's.")
 @option("--exit-when-empty/--no-exit-when-empty", default=False,
         help="Exit 0 once every segment is sealed, shipped, checkpointed and deleted (the scale-down rescue "
              "of a spool no receiver writes to); honours the checkpoint, unlike replay.")
 @option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
-def tail(log_level: str, **options) -> None:
-    """Follow the spool and ship every line to a Kinesis stream."""
+def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], delivery_stream: str | None,
+         **options) -> None:
+    """Follow the spool and ship every line to a Kinesis stream or a Firehose delivery stream; with
+    --config, every route's spool to its destination."""
     configure_logging(log_level)
+    configs = _configs(click.get_current_context(), config_file, routes, delivery_stream, options)
+    for config in configs:
+        config.spool_dir.mkdir(parents=True, exist_ok=True)
+    routed = config_file is not None
+    registry = None
+    loops, sinks = [], []
     try:
-        config = TailerConfig(**options)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    config.spool_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        session, region = make_session(config.endpoint_url, config.region)
-        sink = KinesisSink(config.stream, endpoint_url=config.endpoint_url, region=region, session=session,
-                           max_connections=config.concurrency + 2)
-    except NoRegionError:
-        raise click.UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION") from None
-    except BotoCoreError as exc:
-        raise click.ClickException(f"cannot set up the Kinesis client: {exc}") from None
-    metrics = TailerMetrics()
-    try:
-        shipper = Shipper(config, sink, metrics)
-    except (CheckpointLocked, CheckpointCorrupt) as exc:
-        raise click.ClickException(str(exc)) from None
+        for config in configs:
+            sink = _open_sink(config)
+            sinks.append(sink)
+            metrics = TailerMetrics(config.route if routed else None, registry=registry)
+            registry = metrics.registry
+            try:
+                shipper = Shipper(config, sink, metrics)
+            except (CheckpointLocked, CheckpointCorrupt) as exc:
+                raise click.ClickException(f"route {config.route}: {exc}" if routed else str(exc)) from None
+            follower = SpoolFollower(config.spool_dir, shipper.request_rescan, polling=config.polling,
+                                     poll_interval=config.poll_interval_seconds)
+            loops.append(Loop(config.route, shipper, follower))
+    except BaseException:
+        for loop in loops:
+            loop.shipper.close()
+        for sink in sinks:
+            sink.close()
+        raise
+    first = configs[0]
     server = None
-    if config.metrics_port is not None:
-        server = MetricsServer(metrics, config.metrics_host, config.metrics_port)
-    if server:
-        log.info("metrics listening", extra={"host": config.metrics_host, "port": server.port})
+    if first.metrics_port is not None:
+        server = MetricsServer([loop.shipper.metrics for loop in loops], first.metrics_host, first.metrics_port)
+        log.info("metrics listening", extra={"host": first.metrics_host, "port": server.port})
     stop = threading.Event()
+    fleet = Fleet(loops)
 
     def on_signal(_signum, _frame) -> None:
         stop.set()
-        shipper.wake()
+        fleet.wake()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    follower = SpoolFollower(config.spool_dir, shipper.request_rescan, polling=config.polling,
-                             poll_interval=config.poll_interval_seconds)
-    follower.start()
     try:
-        code = shipper.run(stop)
+        code = fleet.run(stop)
     finally:
-        follower.stop()
         if server:
             server.close()
-        sink.close()
+        for sink in sinks:
+            sink.close()
     sys.exit(code)
+
+
+def _configs(ctx: click.Context, config_file: Path | None, routes: tuple[str, ...], delivery_stream: str | None,
+             options: dict) -> list[TailerConfig]:
+    """One TailerConfig per loop: the flags' single destination, or every route of --config."""
+    role = {key: options.pop(key) for key in ("role_arn", "external_id", "role_session_name", "sts_endpoint_url")}
+    stream, spool_dir = options.pop("stream"), options.pop("spool_dir")
+    try:
+        if config_file is None:
+            if routes:
+                raise click.UsageError("--route needs --config")
+            if (stream is None) == (delivery_stream is None):
+                raise click.UsageError("give one of --stream (Kinesis), --delivery-stream (Firehose) or --config")
+            if spool_dir is None:
+                raise click.UsageError("--spool-dir is required (or --config with a spool_dir)")
+            return [TailerConfig(spool_dir=spool_dir, stream=stream or delivery_stream,
+                                 destination="firehose" if delivery_stream else "kinesis", **options, **role)]
+        if stream or delivery_stream:
+            raise click.UsageError("--stream and --delivery-stream do not go with --config: its routes name "
+                                   "their destinations")
+        given = ctx.get_parameter_source("spool_dir") not in (None, ParameterSource.DEFAULT)
+        plan = load_plan(config_file, spool_dir if given else None)
+        unknown = sorted(set(routes) - {route.name for route in plan.every_route})
+        if unknown:
+            raise click.UsageError(f"--route {', '.join(unknown)}: not a route of {config_file}")
+        if role["role_arn"] is None:
+            role = {}
+        common = {**options, **{k: v for k, v in role.items() if v is not None}}
+        return plan.tailer_configs(routes, **common)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _open_sink(config: TailerConfig):
+    try:
+        return open_sink(config)
+    except NoRegionError:
+        raise click.UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION") from None
+    except BotoCoreError as exc:
+        raise click.ClickException(f"cannot set up the {config.destination} client: {exc}") from None

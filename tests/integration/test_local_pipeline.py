@@ -30,7 +30,15 @@ def peek(stream: str, endpoint: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+def peek_route(config: str, route: str, cwd) -> list[dict]:
+    result = subprocess.run([sys.executable, "-m", "spoolship", "peek", "--config", config, "--route", route],
+                            capture_output=True, text=True, env=child_env(), timeout=120, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
 def test_up_then_post_then_peek_then_sigterm_leaves_nothing_unshipped(tmp_path):
+    """`up`'s routes: a Kinesis stream, a Firehose delivery stream (read back from moto's S3), the bad route."""
     spool = tmp_path / "spool"
     env = {k: v for k, v in child_env().items() if not k.startswith("AWS_")}  # no AWS setup at all
     proc = subprocess.Popen(
@@ -42,25 +50,31 @@ def test_up_then_post_then_peek_then_sigterm_leaves_nothing_unshipped(tmp_path):
         assert time.monotonic() < deadline and proc.poll() is None, banner + proc.stderr.read()
         banner += proc.stdout.readline()
     receiver = re.search(r"receiver\s+(http://\S+)", banner).group(1)
-    endpoint = re.search(r"--endpoint-url (http://\S+)", banner).group(1)
-    curl = re.search(r"curl .*", banner).group(0)
-    assert "/v1/events" in curl and "peek --stream events" in banner
+    config = re.search(r"config: (\S+)", banner).group(1)
+    curls = re.findall(r"curl .*", banner)
+    assert len(curls) == 3 and "peek --config" in banner and "status --config" in banner
 
-    # The banner's own curl line works as printed.
-    subprocess.run(curl, shell=True, check=True, capture_output=True, timeout=30)
+    for curl in curls:  # the banner's own curl lines work as printed
+        subprocess.run(curl, shell=True, check=True, capture_output=True, timeout=30)
     for n in range(20):
-        r = requests.post(receiver + "/v1/events", json={"type": "test", "n": n}, timeout=10)
-        assert r.status_code == 201
-    wait_until(lambda: len(peek("events", endpoint)) == 21, timeout=60, interval=0.5, message="events in stream")
-    events = peek("events", endpoint)
-    assert {e.get("n") for e in events if e["type"] == "test"} == set(range(20))
-    assert any(e["type"] == "hello" for e in events)
+        kind = "click" if n % 4 == 0 else "test"
+        assert requests.post(receiver + "/v1/events", json={"type": kind, "n": n}, timeout=10).status_code == 201
+    wait_until(lambda: len(peek_route(config, "events", tmp_path)) == 16 and len(peek_route(config, "clicks", tmp_path))
+               == 6 and len(peek_route(config, "bad", tmp_path)) == 1, timeout=60, interval=0.5,
+               message="events in every route's destination")
+    events, clicks = peek_route(config, "events", tmp_path), peek_route(config, "clicks", tmp_path)
+    assert {e["n"] for e in events if e["type"] == "test"} == {n for n in range(20) if n % 4}
+    assert all(e["type"] == "click" for e in clicks) and {e["n"] for e in clicks} == {2, 0, 4, 8, 12, 16}
+    [bad] = peek_route(config, "bad", tmp_path)
+    assert bad["error"] == "bad_request" and bad["payload"] == '{"type":"click",'
 
-    for n in range(20, 40):  # sent just before the stop: must still reach the stream
-        assert requests.post(receiver + "/v1/events", json={"type": "test", "n": n}, timeout=10).status_code == 201
+    for n in range(20, 40):  # sent just before the stop: must still reach their destinations
+        kind = "click" if n % 2 else "test"
+        assert requests.post(receiver + "/v1/events", json={"type": kind, "n": n}, timeout=10).status_code == 201
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(90) == 0, proc.stderr.read()
-    assert list_segments(spool) == [], "nothing left behind unshipped"
+    for route in ("events", "clicks", "bad"):
+        assert list_segments(spool / route) == [], f"nothing left behind unshipped in {route}"
 
 
 def write_segment(spool_dir, lines: list[bytes], torn: bytes = b"") -> object:

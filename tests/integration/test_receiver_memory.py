@@ -10,6 +10,9 @@ storm starts, and psutil samples from outside) stays under 80 MB; every valid
 request gets a 201 and its events are in the spool byte for byte; no bomb gets
 a 5xx other than a 503 with Retry-After.
 
+The same storm runs again with routes and a bad route that keeps every rejected
+request (``--config``, ``--invalid keep``): the kept payloads must not break the bound.
+
 ``SPOOLSHIP_STORM_SECONDS`` (default 10) sets how long the storm lasts.
 """
 
@@ -117,8 +120,33 @@ class RssWatch:
         self._thread.join(5)
 
 
-def test_a_storm_of_bombs_keeps_a_worker_under_80mb_and_valid_events_flowing(spool_dir):
-    receiver, url = start_receiver(spool_dir, "--threads", "8", "--fsync", "never")
+ROUTES = """
+[routing]
+field = "kind"
+default = "events"
+[routes.events]
+destination = "d"
+[routes.other]
+destination = "d"
+values = ["other"]
+[routes.bad]
+destination = "d"
+[destinations.d]
+type = "kinesis"
+stream = "s"
+"""
+
+
+@pytest.mark.parametrize("routed", [False, True], ids=["one spool", "routes, every 400 kept in the bad route"])
+def test_a_storm_of_bombs_keeps_a_worker_under_80mb_and_valid_events_flowing(spool_dir, tmp_path, routed):
+    extra = ()
+    events_dir = spool_dir
+    if routed:
+        config = tmp_path / "routes.toml"
+        config.write_text(ROUTES)
+        extra = ("--config", str(config), "--invalid", "keep")
+        events_dir = spool_dir / "events"
+    receiver, url = start_receiver(spool_dir, "--threads", "8", "--fsync", "never", *extra)
     storm = bombs()
     valid_sent: list[bytes] = []  # the spool lines each 201 promised, in any order
     valid_statuses: list[int] = []
@@ -192,5 +220,9 @@ def test_a_storm_of_bombs_keeps_a_worker_under_80mb_and_valid_events_flowing(spo
     assert peak < PEAK_RSS_LIMIT_BYTES, summary
     assert bombs_sent >= len(storm), summary
     assert len(valid_statuses) >= 20 and set(valid_statuses) == {201}, summary
-    stored = sorted(line.split(b',"_id"')[0] + b"}" for line in spool_lines(spool_dir) if b'"v":' in line)
+    if routed:
+        kept = spool_lines(spool_dir / "bad")
+        print(f"{len(kept)} rejected requests kept in the bad route")
+        assert kept, "the bad route kept some of the rejected bombs"
+    stored = sorted(line.split(b',"_id"')[0] + b"}" for line in spool_lines(events_dir) if b'"v":' in line)
     assert stored == sorted(valid_sent), "every accepted valid event is in the spool, byte for byte"

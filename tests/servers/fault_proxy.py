@@ -1,7 +1,9 @@
 """A fault-injecting HTTP proxy in front of a Kinesis-API server.
 
 It withholds the records it reports as failed (they never reach the server), so
-the stream holds exactly what a real partial failure leaves behind. Faults:
+the stream holds exactly what a real partial failure leaves behind. Kinesis
+PutRecords and Firehose PutRecordBatch calls get the same faults, each in its
+service's words. Faults:
 - ``record_failure_rate``: share of PutRecords records answered
   ProvisionedThroughputExceededException / InternalFailure;
 - ``call_error_rate``: share of calls answered 500 InternalFailure (not forwarded);
@@ -96,7 +98,8 @@ class FaultProxy:
         if self.down:
             self._count("refused")
             return self._reset(handler)
-        if target.endswith("PutRecords"):
+        firehose = target.endswith("PutRecordBatch")  # Firehose: the same faults, in its own words
+        if target.endswith("PutRecords") or firehose:
             self._count("calls")
             with self._lock:
                 self.call_times.append(time.monotonic())
@@ -111,10 +114,12 @@ class FaultProxy:
                 return self._reply(handler, 500, {"__type": "InternalFailure", "message": "injected"})
             if self._roll(self.call_throttle_rate):
                 self._count("throttles")
+                if firehose:
+                    return self._reply(handler, 500, {"__type": "ServiceUnavailableException", "message": "Slow down."})
                 return self._reply(handler, 400, {"__type": "ProvisionedThroughputExceededException",
                                                   "message": "injected"})
             if self.record_failure_rate > 0:
-                return self._partial(handler, body)
+                return self._partial(handler, body, firehose=firehose)
         status, payload = self._forward(handler, body)
         self._reply_raw(handler, status, payload)
 
@@ -139,7 +144,7 @@ class FaultProxy:
         handler.end_headers()
         handler.wfile.write(body)
 
-    def _partial(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    def _partial(self, handler: BaseHTTPRequestHandler, body: bytes, *, firehose: bool = False) -> None:
         request = json.loads(body)
         records = request["Records"]
         failing = {i for i in range(len(records)) if self._roll(self.record_failure_rate)}
@@ -150,15 +155,19 @@ class FaultProxy:
             status, payload = self._forward(handler, json.dumps({**request, "Records": kept}).encode())
             if status != 200:
                 return self._reply_raw(handler, status, payload)
-            upstream_entries = json.loads(payload)["Records"]
+            upstream_entries = json.loads(payload)["RequestResponses" if firehose else "Records"]
         merged, it = [], iter(upstream_entries)
+        throttled = "ServiceUnavailableException" if firehose else "ProvisionedThroughputExceededException"
         for i in range(len(records)):
             if i in failing:
-                code = "ProvisionedThroughputExceededException" if i % 2 else "InternalFailure"
+                code = throttled if i % 2 else "InternalFailure"
                 merged.append({"ErrorCode": code, "ErrorMessage": "injected"})
             else:
                 merged.append(next(it))
         failed = sum(1 for e in merged if "ErrorCode" in e)
+        if firehose:
+            return self._reply(handler, 200, {"FailedPutCount": failed, "Encrypted": False,
+                                              "RequestResponses": merged})
         self._reply(handler, 200, {"FailedRecordCount": failed, "Records": merged})
 
     def _forward(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, bytes]:

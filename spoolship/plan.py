@@ -1,0 +1,140 @@
+"""The resolved plan of a config file: routes, their spools and caps, and their destinations.
+
+Built by :mod:`spoolship.config_file` (which validates), used three ways: the
+receiver's :class:`receiver.routing.Routing` (``spoolship receive --config``),
+one :class:`tailer.TailerConfig` per route (``spoolship tail --config``), and
+the table ``spoolship check`` prints. docs/config.md describes every key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from receiver.routing import BAD_ROUTE, BadRoute, Route, Routing
+
+if TYPE_CHECKING:
+    from tailer import TailerConfig
+
+__all__ = ["FIREHOSE_RECORD_BYTES", "BadPlan", "DestinationPlan", "Plan", "RoutePlan"]
+
+# tailer.firehose_packing.FIREHOSE_MAX_RECORD_BYTES, repeated so that `spoolship receive` never imports the
+# tailer (and boto3); tests/unit/test_config_file.py keeps the two equal.
+FIREHOSE_RECORD_BYTES = 1000 * 1024
+FIREHOSE = "firehose"
+
+
+@dataclass(frozen=True)
+class DestinationPlan:
+    name: str
+    kind: str  # "kinesis" or "firehose"
+    stream: str  # the stream, or the delivery stream
+    settings: dict = field(default_factory=dict)  # TailerConfig keywords (region, aggregate, role_arn, ...)
+
+    def describe(self) -> str:
+        what = f"{self.kind} {self.stream}"
+        details = [f"{k}={v}" for k, v in sorted(self.settings.items()) if k not in ("external_id",)]
+        return what + (f" ({', '.join(details)})" if details else "")
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    name: str
+    destination: str
+    spool_dir: Path
+    max_spool_bytes: int | None = None  # None: the receiver's --max-spool-bytes
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BadPlan(RoutePlan):
+    bytes_per_second: int = 1024 * 1024
+    events_per_second: int = 100
+    max_payload_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: Path
+    spool_dir: Path
+    default: str
+    routes: tuple[RoutePlan, ...]  # the routes of events, in the file's order
+    destinations: dict[str, DestinationPlan]
+    field: str | None = None
+    bad: BadPlan | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def every_route(self) -> tuple[RoutePlan, ...]:
+        return self.routes + ((self.bad,) if self.bad is not None else ())
+
+    def route(self, name: str) -> RoutePlan:
+        for route in self.every_route:
+            if route.name == name:
+                return route
+        raise KeyError(name)
+
+    def routing(self, default_max_spool_bytes: int, max_event_bytes: int | None = None) -> Routing:
+        """The receiver's view. With ``max_event_bytes``, refuses a route whose destination cannot take
+        an event that large in one record (a Firehose record is 1,000 KiB, at most)."""
+        if max_event_bytes is not None:
+            for route in self.routes:
+                limit = self.record_limit(route.destination)
+                if limit is not None and max_event_bytes + 1 > limit:
+                    raise ValueError(f"--max-event-bytes {max_event_bytes}: route {route.name!r} goes to "
+                                     f"{self.destinations[route.destination].describe()}, whose records hold "
+                                     f"at most {limit} bytes (the event and its newline)")
+        routes = tuple(Route(r.name, r.spool_dir, r.max_spool_bytes or default_max_spool_bytes, r.values)
+                       for r in self.routes)
+        bad = None
+        if self.bad is not None:
+            bad = BadRoute(self.bad.spool_dir, self.bad.max_spool_bytes or default_max_spool_bytes,
+                           self.bad.bytes_per_second, self.bad.events_per_second, self.bad.max_payload_bytes)
+        return Routing(routes, self.default, self.field, bad)
+
+    def record_limit(self, destination: str) -> int | None:
+        plan = self.destinations[destination]
+        if plan.kind != FIREHOSE:
+            return None  # Kinesis: the receiver's own limit already fits a record
+        return plan.settings.get("firehose_record_bytes", FIREHOSE_RECORD_BYTES)
+
+    def tailer_config(self, route: RoutePlan, **common) -> TailerConfig:
+        """The loop of one route: ``common`` (the command's flags) under the destination's own settings."""
+        from tailer import TailerConfig
+
+        destination = self.destinations[route.destination]
+        settings = {**common, **destination.settings}
+        if settings.get("archive_dir") is not None:  # each route's archive apart: each loop prunes its own
+            settings["archive_dir"] = Path(settings["archive_dir"]) / route.name
+        return TailerConfig(spool_dir=route.spool_dir, stream=destination.stream, destination=destination.kind,
+                            route=route.name, **settings)
+
+    def tailer_configs(self, only: tuple[str, ...] = (), **common) -> list[TailerConfig]:
+        chosen = [r for r in self.every_route if not only or r.name in only]
+        return [self.tailer_config(route, **common) for route in chosen]
+
+    def to_dict(self) -> dict:
+        def route_doc(route: RoutePlan) -> dict:
+            doc = {"name": route.name, "destination": route.destination, "spool_dir": str(route.spool_dir),
+                   "max_spool_bytes": route.max_spool_bytes, "values": list(route.values),
+                   "default": route.name == self.default}
+            if isinstance(route, BadPlan):
+                doc.update(bytes_per_second=route.bytes_per_second, events_per_second=route.events_per_second,
+                           max_payload_bytes=route.max_payload_bytes)
+            return doc
+
+        return {
+            "source": str(self.source),
+            "spool_dir": str(self.spool_dir),
+            "field": self.field,
+            "default": self.default,
+            "routes": [route_doc(r) for r in self.every_route],
+            "destinations": {name: {"type": d.kind, "stream": d.stream, **d.settings}
+                             for name, d in self.destinations.items()},
+            "warnings": list(self.warnings),
+        }
+
+
+def is_bad(route: RoutePlan) -> bool:
+    return route.name == BAD_ROUTE

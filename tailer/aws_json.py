@@ -1,0 +1,93 @@
+"""One signed POST to an AWS JSON-protocol API (Kinesis, Firehose), outside botocore's generic model.
+
+Both sinks send their one hot call (PutRecords, PutRecordBatch) this way: boto3
+resolves the credentials, region and endpoint and provides SigV4 and its pooled
+urllib3 session; the body is written and read by the sink with orjson, because
+botocore's model-driven serializer and parser cost more CPU than the rest of the
+tailer (docs/performance.md). Everything else (control-plane calls) goes through
+the ordinary boto3 client, :attr:`JsonApi.client`.
+
+Reaching into the client's pooled session (``client._endpoint.http_session``) is
+kept in :func:`_pooled_session` alone; tests/unit/test_firehose.py fails loudly if
+a botocore upgrade moves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+
+from .errors import AccessDenied
+from .kinesis_errors import translate_exception
+
+__all__ = ["Answer", "JsonApi"]
+
+_JSON_11 = "application/x-amz-json-1.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    content: bytes
+    error_type: str  # the x-amzn-ErrorType header ("" when absent)
+
+
+def _pooled_session(client):
+    """The client's own urllib3 session: its proxies, CA bundle, timeouts and pool (private botocore)."""
+    return client._endpoint.http_session
+
+
+class JsonApi:
+    """Thread-safe: calls may run concurrently on the pooled HTTP session."""
+
+    def __init__(self, service: str, *, session: boto3.Session | None = None, endpoint_url: str | None = None,
+                 region: str | None = None, max_connections: int = 10, connect_timeout_seconds: float = 5.0,
+                 read_timeout_seconds: float = 15.0) -> None:
+        self.service = service
+        self.session = session or boto3.Session()
+        self.client = self.session.client(
+            service,
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(
+                retries={"max_attempts": 0},  # the tailer retries, with its own backoff
+                parameter_validation=False,
+                max_pool_connections=max_connections,
+                connect_timeout=connect_timeout_seconds,
+                read_timeout=read_timeout_seconds,
+                tcp_keepalive=True,
+            ),
+        )
+        self.url = self.client.meta.endpoint_url
+        self.region = self.client.meta.region_name
+        self.http = _pooled_session(self.client)
+
+    def post(self, target: str, body: bytes) -> Answer:
+        """Sign and send one call; every exception underneath leaves as a ShipError."""
+        request = AWSRequest(method="POST", url=self.url, data=body,
+                             headers={"Content-Type": _JSON_11, "X-Amz-Target": target})
+        frozen = self.credentials()
+        try:
+            SigV4Auth(frozen, self.service, self.region).add_auth(request)
+            response = self.http.send(request.prepare())
+            return Answer(response.status_code, response.content, response.headers.get("x-amzn-ErrorType", ""))
+        except Exception as exc:  # the one translation place: everything becomes a ShipError
+            raise translate_exception(exc) from exc
+
+    def credentials(self):
+        """Frozen credentials; refreshing ones (AssumeRole, web identity, SSO, IMDS) may fail here, for a while."""
+        try:
+            credentials = self.session.get_credentials()
+            if credentials is None:
+                raise AccessDenied("no AWS credentials found (env, profile, web identity, or instance role)",
+                                   code="NoCredentials")
+            return credentials.get_frozen_credentials()
+        except Exception as exc:  # translated: see tailer.kinesis_errors
+            raise translate_exception(exc, credentials=True) from exc
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,75 @@
+"""Several shipping loops in one process: one per route spool, each on a thread of its own.
+
+``spoolship tail --config F`` ships every route's spool to that route's
+destination. Each loop is a :class:`tailer.shipper.Shipper` with everything of
+its own — follower, checkpoint, batches, thread pool, sink and HTTP connections,
+backoff, metrics (labelled ``route``) — so a destination that is down or
+throttled only makes its own loop wait: nothing the loops share (the process's
+CPU, the metrics registry, the log) is held while a loop waits. SIGTERM drains
+every loop at once, each within ``--drain-timeout``.
+
+The exit code is the worst of the loops' (0: drained). A loop that dies of a bug
+stops the others and the process exits 1, so that the pod restarts, instead of
+leaving one route silently unshipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from .follower import SpoolFollower
+from .shipper import Shipper
+
+__all__ = ["Fleet", "Loop"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loop:
+    route: str
+    shipper: Shipper
+    follower: SpoolFollower | None = None
+    code: int | None = None
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+class Fleet:
+    def __init__(self, loops: list[Loop]) -> None:
+        self.loops = loops
+
+    def wake(self) -> None:
+        for loop in self.loops:
+            loop.shipper.wake()
+
+    def run(self, stop: threading.Event) -> int:
+        failed = threading.Event()
+        for loop in self.loops:
+            loop.thread = threading.Thread(target=self._run_loop, args=(loop, stop, failed),
+                                           name=f"route-{loop.route}", daemon=True)
+            if loop.follower is not None:
+                loop.follower.start()
+            loop.thread.start()
+        try:
+            for loop in self.loops:
+                while loop.thread.is_alive():
+                    loop.thread.join(0.5)
+                    if failed.is_set() and not stop.is_set():
+                        stop.set()
+                        self.wake()
+        finally:
+            for loop in self.loops:
+                if loop.follower is not None:
+                    loop.follower.stop()
+        return max(1 if loop.code is None else loop.code for loop in self.loops)
+
+    def _run_loop(self, loop: Loop, stop: threading.Event, failed: threading.Event) -> None:
+        try:
+            loop.code = loop.shipper.run(stop)
+        except Exception:  # a bug in one loop: stop them all (exit 1) rather than leave a route unshipped
+            log.exception("shipping loop crashed; stopping every loop", extra={"route": loop.route})
+            loop.code = 1
+            failed.set()
+            loop.shipper.close()

@@ -1,0 +1,86 @@
+"""The commands' options with routes: what is refused (exit 2), and status per route."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from receiver.bad_events import TokenBucket
+from spoolship.cli import main
+from tests.helpers import write_segments
+
+CONFIG = """
+spool_dir = "{spool}"
+[routing]
+field = "type"
+default = "events"
+[routes.events]
+destination = "k"
+[routes.clicks]
+destination = "f"
+values = ["click"]
+[destinations.k]
+type = "kinesis"
+stream = "events"
+[destinations.f]
+type = "firehose"
+delivery_stream = "clicks"
+"""
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "routes.toml"
+    path.write_text(CONFIG.format(spool=tmp_path / "spool"))
+    return path
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["tail", "--spool-dir", "x"], "give one of --stream"),
+    (["tail", "--spool-dir", "x", "--stream", "s", "--delivery-stream", "d"], "give one of --stream"),
+    (["tail", "--stream", "s"], "--spool-dir is required"),
+    (["tail", "--spool-dir", "x", "--stream", "s", "--route", "a"], "--route needs --config"),
+    (["tail", "--config", "{config}", "--stream", "s"], "do not go with --config"),
+    (["tail", "--config", "{config}", "--route", "nope"], "not a route"),
+    (["tail", "--config", "{config}", "--aggregate"], "Firehose has no partition keys"),
+    (["tail", "--spool-dir", "x", "--delivery-stream", "d", "--aggregate"], "Firehose has no partition keys"),
+    (["tail", "--spool-dir", "x", "--stream", "s", "--external-id", "abc"], "need --role-arn"),
+    (["receive", "--port", "0"], "--spool-dir is required"),
+    (["receive", "--spool-dir", "x", "--invalid", "keep"], "needs a bad route"),
+    (["receive", "--config", "{config}", "--invalid", "keep"], "needs a bad route"),
+    (["receive", "--config", "{config}", "--max-event-bytes", "1040000"], "route 'clicks'"),
+    (["receive", "--spool-dir", "x", "--trusted-proxies", "10.0.0.0/8"], "without --client-ip-field"),
+    (["receive", "--spool-dir", "x", "--client-ip-field", "ip", "--trusted-proxies", "nonsense"], "'nonsense'"),
+    (["peek", "--config", "{config}"], "--route"),
+    (["peek", "--route", "events"], "--route needs --config"),
+    (["status"], "--spool-dir, or --config"),
+])
+def test_what_is_refused_at_start(config, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [a.replace("{config}", str(config)) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output, result.output
+
+
+def test_status_shows_each_routes_backlog(config, tmp_path):
+    write_segments(tmp_path / "spool" / "events", "w1", 50)
+    table = CliRunner().invoke(main, ["status", "--config", str(config)])
+    assert table.exit_code == 0, table.output
+    rows = {line.split()[0]: line for line in table.output.splitlines() if line.startswith(("events", "clicks"))}
+    assert "kinesis events" in rows["events"] and "no spool yet" in rows["clicks"]
+    doc = json.loads(CliRunner().invoke(main, ["status", "--config", str(config), "--json"]).output)
+    assert doc["clicks"] is None and doc["events"]["bytes_behind"] > 0
+
+
+def test_a_token_bucket_allows_a_burst_then_its_rate():
+    now = [0.0]
+    bucket = TokenBucket(5, clock=lambda: now[0])
+    assert sum(bucket.take() for _ in range(20)) == 5, "a second's worth at once"
+    now[0] += 1.0
+    assert sum(bucket.take() for _ in range(20)) == 5
+    now[0] += 100.0
+    assert sum(bucket.take() for _ in range(20)) == 5, "never more than its capacity saved up"
+    big = TokenBucket(1024, capacity=10_000, clock=lambda: now[0])
+    assert big.take(9000) and not big.take(2000), "a large item passes once the bucket is full"
