@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 import signal
 import time
+from collections import Counter
 
 import psutil
 import requests
