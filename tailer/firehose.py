@@ -8,8 +8,8 @@ record); their partition keys are ignored: Firehose has none.
 
 An answer is read record by record: an entry with a ``RecordId`` is in the
 stream; one with an ``ErrorCode`` is sent again (``ServiceUnavailableException``,
-``InternalFailure``), or, for a validation code, rejected; an entry with neither
-is sent again. A ``FailedPutCount`` that disagrees with the entries, or entries
+``InternalFailure``, and any code Firehose does not document there: never a dead
+letter); an entry with neither, or an empty ``RecordId``, is sent again. A ``FailedPutCount`` that disagrees with the entries, or entries
 that do not match the records sent, make the answer unreadable: the whole call
 is sent again (duplicates, never a loss).
 """
@@ -85,7 +85,7 @@ class FirehoseSink:
                     errors += 1
                     target = result.rejected if is_record_rejection(code) else result.failed
                     target.append((i, str(code), str(entry.get("ErrorMessage") or "")))
-                elif not isinstance(entry.get("RecordId"), str):  # not a Firehose answer: send it again
+                elif not isinstance(entry.get("RecordId"), str) or not entry["RecordId"]:  # not an answer: again
                     result.failed.append((i, "BadResponse", "no RecordId and no ErrorCode"))
             if errors != failed_count:
                 raise TypeError(f"FailedPutCount {failed_count} but {errors} entries with an ErrorCode")

@@ -23,6 +23,7 @@ from .errors import Unavailable
 from .kinesis_errors import (
     classify_answer,
     is_record_rejection,
+    is_sequence_number,
     parse_error_body,
     translate_exception,
 )
@@ -78,10 +79,12 @@ class KinesisSink:
                 if code:
                     target = result.rejected if is_record_rejection(code) else result.failed
                     target.append((i, str(code), str(entry.get("ErrorMessage") or "")))
-                elif isinstance(entry.get("SequenceNumber"), str):
-                    result.placed[i] = entry.get("ShardId")
-                else:  # neither failed nor given a sequence number: not a Kinesis answer; send it again
-                    result.failed.append((i, "BadResponse", "no SequenceNumber and no ErrorCode"))
+                    continue
+                sequence, shard = entry.get("SequenceNumber"), entry.get("ShardId")
+                if is_sequence_number(sequence) and isinstance(shard, str) and shard:
+                    result.placed[i] = shard
+                else:  # not a Kinesis answer for a stored record: send it again (a duplicate, never a loss)
+                    result.failed.append((i, "BadResponse", "no numeric SequenceNumber and ShardId, no ErrorCode"))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise Unavailable(f"unreadable PutRecords answer: {exc}", code="BadResponse") from exc
         return result
