@@ -50,6 +50,7 @@ class Segment:
     state: SegmentState
     size: int
     mtime: float
+    ino: int = 0  # the file's inode when listed: a file replaced under the same name has another
 
     @property
     def segment_id(self) -> str:
@@ -101,7 +102,7 @@ def list_segments(spool_dir: Path, *, probe: bool = True) -> list[Segment]:
                 state = probe_state(path) if probe else SegmentState.ACTIVE
                 if state is None:
                     continue
-            segment = Segment(name, path, state, st.st_size, st.st_mtime)
+            segment = Segment(name, path, state, st.st_size, st.st_mtime, st.st_ino)
             # Sealed wins if a listing raced a rename and saw both names.
             if name.segment_id not in found or segment.state is SegmentState.SEALED:
                 found[name.segment_id] = segment
@@ -128,7 +129,7 @@ def seal_orphan(segment: Segment) -> Segment | None:
         fsync_dir(sealed.parent)
         st = os.fstat(fd)
         name = SegmentName(segment.name.writer, segment.name.seq, sealed=True)
-        return Segment(name, sealed, SegmentState.SEALED, st.st_size, st.st_mtime)
+        return Segment(name, sealed, SegmentState.SEALED, st.st_size, st.st_mtime, st.st_ino)
     finally:
         close_settled(fd, segment.path)  # read-only
 

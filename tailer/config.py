@@ -29,6 +29,9 @@ DEFAULT_PERMANENT_RETRY_SECONDS = 30.0
 # The KPL's default: small enough to spread over shards, big enough for ~250 lines of 200 bytes.
 DEFAULT_AGGREGATE_MAX_BYTES = 51_200
 DEFAULT_READ_BYTES = 2 * 1024 * 1024
+# A sealed segment that is empty or ends without a newline may still be copied in: taken as it is only
+# once its file has not changed for this long (tailer/identity.py).
+DEFAULT_QUIET_SECONDS = 5.0
 # A shard takes 1 MiB/s; bigger calls only cost memory while in flight.
 DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
 
@@ -65,6 +68,7 @@ class TailerConfig:
     # Exit 0 once every segment is sealed, shipped, checkpointed and deleted (the scale-down rescue).
     exit_when_empty: bool = False
     read_bytes: int = DEFAULT_READ_BYTES
+    quiet_seconds: float = DEFAULT_QUIET_SECONDS
     # Sign with this role's credentials (AssumeRole, refreshed; tailer/credentials.py).
     role_arn: str | None = None
     external_id: str | None = None

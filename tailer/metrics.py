@@ -68,6 +68,9 @@ class TailerMetrics:
                               ("operation",))
         self.segments_shrunk = c("spoolship_tailer_segments_shrunk",
                                  "Segments found shorter than already read (shipped again from 0)")
+        self.segments_replaced = c("spoolship_tailer_segments_replaced",
+                                   "Segments found to be another file than the one read (replaced, rewritten in "
+                                   "place; a checkpoint inside a line): shipped from their first byte", ("how",))
         self.segments_deleted = c("spoolship_tailer_segments_deleted", "Segments deleted or archived")
         self.checkpoints = c("spoolship_tailer_checkpoints", "Checkpoint writes")
         self.bytes_behind = g("spoolship_tailer_spool_bytes_behind", "Spool bytes not yet acknowledged")

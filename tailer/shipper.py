@@ -20,7 +20,6 @@ and hand back their batch through a future.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -34,15 +33,15 @@ from .errors import Aborted
 from .metrics import TailerMetrics
 from .packing import Batch
 from .progress import SegmentProgress
+from .reading import SegmentReader
 from .shardmap import ShardMap
 from .sink import Sink
-from .spoolio import FAILED, GuardedSpool, SpoolOps
+from .spoolio import GuardedSpool, SpoolOps
 from .tracker import SegmentTracker
 
 __all__ = ["Shipper"]
 
 log = logging.getLogger(__name__)
-_LINE = re.compile(rb"[^\n]*\n")
 IDLE_MIN_SECONDS = 0.001
 IDLE_MAX_SECONDS = 0.25
 
@@ -59,6 +58,7 @@ class Shipper:
         self._dead = DeadLetters(self._dir, self._io, self.metrics, max_queued_bytes=config.read_bytes,
                                  released=self._tracker.advance)
         self._packer, placement = self._make_packer(sink, shard_map)
+        self._reader = SegmentReader(self._tracker, self._io, self._ops, self._dead, self._packer, config.read_bytes)
         self._ready: deque[Batch] = deque()
         self._inflight: dict[Future, Batch] = {}
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="put-records")
@@ -110,7 +110,7 @@ class Shipper:
         """One bounded step of work; True if anything moved."""
         now = time.monotonic()
         worked = self._collect_completed()
-        if self._rescan_requested or now - self._last_scan >= self.config.poll_interval_seconds:
+        if self._rescan_requested or self._tracker.needs_rescan or now - self._last_scan >= self.config.poll_interval_seconds:
             self._rescan()
         worked |= self._dead.flush()
         read = self._read_and_pack()
@@ -189,6 +189,7 @@ class Shipper:
 
     def _rescan(self) -> None:
         self._last_scan = time.monotonic()
+        self._tracker.needs_rescan = False
         self._rescan_requested = not self._tracker.rescan()  # a failed listing is tried again (backed off)
 
     def _read_and_pack(self) -> bool:
@@ -202,61 +203,12 @@ class Shipper:
         while progressed and len(self._ready) < low and not self._dead.backed_up():
             progressed = False
             for progress in self._tracker.next_per_writer():
-                if self._read_segment(progress):
+                if self._reader.read(progress):
                     progressed = worked = True
+                self._ready.extend(self._packer.take_full())
                 if len(self._ready) >= low or self._dead.backed_up():
                     break
         return worked
-
-    def _read_segment(self, progress: SegmentProgress) -> bool:
-        segment_id = progress.segment_id
-        fd = self._tracker.open(progress)
-        if fd is None:
-            self._rescan_requested = True
-            return False
-        size = self._io.run("read", segment_id, self._ops.size_of, fd)
-        if size is FAILED:
-            return False
-        if size < progress.read:
-            self._tracker.shrunk(progress, size)
-            return True
-        if progress.read >= size:
-            return False
-        if progress.unshipped_since is None:
-            progress.unshipped_since = time.time()
-        chunk = self._io.run("read", segment_id, self._ops.read_lines, fd, progress.read, self.config.read_bytes)
-        if chunk is FAILED:
-            return False
-        if chunk.oversized:
-            return self._dead_letter_range(progress, chunk.start, chunk.end, "line longer than the read window")
-        if chunk.is_empty:
-            if progress.is_final and size > progress.read:
-                return self._dead_letter_range(progress, progress.read, size, "torn write: no newline at the end")
-            return False
-        lines = _LINE.findall(chunk.data)
-        span = progress.new_span(chunk.start, chunk.end, len(lines))
-        if b"\0" in chunk.data:  # one memchr per chunk; compact JSON never holds a NUL byte
-            lines = self._dead_letter_holes(span, lines)
-        self._packer.pack(span, lines)
-        if span.pending <= 0:  # every line of it went to dead letters: nothing will acknowledge it
-            self._tracker.advance(segment_id, size)
-        self._ready.extend(self._packer.take_full())
-        return True
-
-    def _dead_letter_holes(self, span, lines: list[bytes]) -> list[bytes]:
-        """Lines with a NUL byte go to dead letters (a hole in the file: see tailer.deadletters)."""
-        for line in lines:
-            if b"\0" in line:
-                self._dead.line(span, line, f"line holds {line.count(0)} NUL bytes: a hole left by the disk "
-                                            "(a failed fsync?), not an event", kind="hole")
-        return [line for line in lines if b"\0" not in line]
-
-    def _dead_letter_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> bool:
-        if not self._dead.range(progress, start, end, reason):
-            return False  # not read past: tried again after the backoff
-        progress.new_span(start, end, 0)
-        self._tracker.advance(progress.segment_id)
-        return True
 
     # -- batches ---------------------------------------------------------------------------
 

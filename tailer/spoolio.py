@@ -83,8 +83,9 @@ class SpoolOps:
         return True
 
     @staticmethod
-    def save_checkpoint(store: spooler.CheckpointStore, offsets: dict[str, int]) -> None:
-        store.save(offsets)
+    def save_checkpoint(store: spooler.CheckpointStore, offsets: dict[str, int],
+                        identities: dict[str, dict] | None = None) -> None:
+        store.save(offsets, identities)
 
 
 class GuardedSpool:

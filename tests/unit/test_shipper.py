@@ -151,9 +151,9 @@ class FlakyOps(SpoolOps):
         self._maybe_fail("write_dead_letter")
         return SpoolOps.write_dead_letter(*args, **kwargs)
 
-    def save_checkpoint(self, store, offsets):
+    def save_checkpoint(self, store, offsets, identities=None):
         self._maybe_fail("save_checkpoint")
-        return SpoolOps.save_checkpoint(store, offsets)
+        return SpoolOps.save_checkpoint(store, offsets, identities)
 
     def _record_deletion(self, path):
         segment_id = path.name.rsplit(".", 1)[0]
@@ -188,7 +188,8 @@ def _close_shippers():
 
 def make_shipper(spool_dir, sink, *, ops=None, **overrides):
     settings = {"spool_dir": spool_dir, "stream": "s", "linger_seconds": 0.01, "checkpoint_interval_seconds": 0.0,
-                "poll_interval_seconds": 0.05, "max_backoff_seconds": 0.01, "permanent_retry_seconds": 0.01}
+                "poll_interval_seconds": 0.05, "max_backoff_seconds": 0.01, "permanent_retry_seconds": 0.01,
+                "quiet_seconds": 0.05}
     settings.update(overrides)
     shipper = Shipper(TailerConfig(**settings), sink, ops=ops)
     _SHIPPERS.append(shipper)
