@@ -249,7 +249,7 @@ class AggregatingPacker(_PackerBase):
                 aggregate.add(lines[i], current.key)
                 if aggregate.record_bytes > MAX_RECORD_BYTES:
                     del self._open[""]
-                    self._reject(span, lines[i], f"line of {lengths[i]} bytes exceeds the 1 MiB record limit")
+                    self._lone_line(span, lines[i], current.key)
                     i += 1
                     continue
                 i += 1
@@ -281,9 +281,17 @@ class AggregatingPacker(_PackerBase):
                 current.aggregate.add(line, key)
             if current.aggregate.record_bytes > MAX_RECORD_BYTES:  # a lone line over the limit
                 del self._open[slot]
-                self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB record limit")
+                self._lone_line(span, line, key)
                 continue
             current.spans[span] = current.spans.get(span, 0) + 1
+
+    def _lone_line(self, span: Span, line: bytes, key: str) -> None:
+        """A line too big for the KPL envelope: a plain record if it fits one (KCL reads both), else rejected."""
+        size = len(line) + len(key.encode())
+        if size > MAX_RECORD_BYTES:
+            self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB record limit")
+            return
+        self._add_record((line, key, None), size, {span: 1})
 
     def _close(self, slot: str) -> None:
         current = self._open.pop(slot, None)
