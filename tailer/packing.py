@@ -78,6 +78,19 @@ class Batch:
     spans: dict[Span, int] = field(default_factory=dict)
     seq: int = 0
     predicted: dict[int, str] = field(default_factory=dict)
+    record_spans: list[dict[Span, int]] = field(default_factory=list)  # per record; empty: one line each
+    held: list[int] = field(default_factory=list)  # records handed back undelivered (tailer/delivery.py)
+    rejected_lines: int = 0  # lines of it dead-lettered because the service named them
+
+    def lines_of(self, index: int) -> dict[Span, int]:
+        """The lines record ``index`` carries, per span."""
+        if self.record_spans:
+            return self.record_spans[index]
+        for span, lines in self.spans.items():  # one line per record, in span order (PlainPacker)
+            if index < lines:
+                return {span: 1}
+            index -= lines
+        raise IndexError(index)
 
     def add_span_lines(self, span: Span, lines: int) -> None:
         if lines:
@@ -113,6 +126,7 @@ class _PackerBase:
         if predicted is not None:
             batch.predicted[len(batch.records)] = predicted
         batch.records.append(record)
+        batch.record_spans.append(spans)
         batch.nbytes += size
         for span, lines in spans.items():
             batch.add_span_lines(span, lines)

@@ -30,6 +30,7 @@ from .deadletters import DeadLetters
 from .delivery import Backoff, Delivery
 from .destination import make_packer
 from .errors import Aborted
+from .held import HeldRecords
 from .metrics import TailerMetrics
 from .packing import Batch
 from .progress import SegmentProgress
@@ -60,6 +61,7 @@ class Shipper:
         self._packer, placement = self._make_packer(sink, shard_map)
         self._reader = SegmentReader(self._tracker, self._io, self._ops, self._dead, self._packer, config.read_bytes)
         self._ready: deque[Batch] = deque()
+        self._held = HeldRecords(config.permanent_retry_seconds, max_bytes=2 * config.read_bytes)
         self._inflight: dict[Future, Batch] = {}
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="put-records")
         self._wake = threading.Event()
@@ -110,7 +112,8 @@ class Shipper:
         """One bounded step of work; True if anything moved."""
         now = time.monotonic()
         worked = self._collect_completed()
-        if self._rescan_requested or self._tracker.needs_rescan or now - self._last_scan >= self.config.poll_interval_seconds:
+        due = now - self._last_scan >= self.config.poll_interval_seconds
+        if self._rescan_requested or self._tracker.needs_rescan or due:
             self._rescan()
         worked |= self._dead.flush()
         read = self._read_and_pack()
@@ -132,6 +135,9 @@ class Shipper:
             timeout = min(timeout, max(0.0, self._packer.pending_since + self.config.linger_seconds - now))
         if self._tracker.dirty:
             timeout = min(timeout, max(0.0, self._tracker.checkpoint_due_at() - now))
+        held_due = self._held.next_due_at()
+        if held_due is not None:
+            timeout = min(timeout, max(0.0, held_due - now))
         return timeout
 
     def _wait(self, timeout: float) -> None:
@@ -170,7 +176,7 @@ class Shipper:
         return 1
 
     def _is_drained(self) -> bool:
-        if self._inflight or self._ready or self._dead or self._packer.pending_since is not None:
+        if self._inflight or self._ready or self._dead or self._held or self._packer.pending_since is not None:
             return False
         return self._tracker.is_empty()
 
@@ -200,7 +206,7 @@ class Shipper:
         low = self.config.concurrency
         worked = False
         progressed = True
-        while progressed and len(self._ready) < low and not self._dead.backed_up():
+        while progressed and len(self._ready) < low and not self._dead.backed_up() and not self._held.backed_up():
             progressed = False
             for progress in self._tracker.next_per_writer():
                 if self._reader.read(progress):
@@ -219,6 +225,7 @@ class Shipper:
 
     def _submit_ready(self) -> bool:
         worked = False
+        self._ready.extendleft(reversed(self._held.take_due()))
         while self._ready and len(self._inflight) < self.config.concurrency:
             batch = self._ready.popleft()
             future = self._pool.submit(self._delivery.deliver, batch)
@@ -240,10 +247,12 @@ class Shipper:
         return bool(done)
 
     def _acknowledge(self, batch: Batch) -> None:
-        self.metrics.lines_shipped.inc(batch.lines)
+        """Release the lines of a delivered batch (all but those of records held out of it)."""
+        held = self._held.hold_out(batch) if batch.held else None
+        self.metrics.lines_shipped.inc(batch.lines - batch.rejected_lines - (held.lines if held else 0))
         touched = set()
         for span, lines in batch.spans.items():
-            span.pending -= lines
+            span.pending -= lines - (held.spans.get(span, 0) if held else 0)
             touched.add(span.segment_id)
         for segment_id in touched:
             self._tracker.advance(segment_id)

@@ -228,6 +228,10 @@ def deliver_through(error: BaseException) -> tuple[list, list, ScriptedSink]:
                         reject=lambda _b, record, _r: dead.append(record[0]), permanent_retry_seconds=30.0)
     batch = Batch(records=[(b"line-%d\n" % i, f"k{i}", None) for i in range(RECORDS)])
     delivery.deliver(batch)
+    while batch.held:  # records refused alone are handed back; the shipper sends them again later
+        log.append(("wait", 30.0))
+        batch = Batch(records=[batch.records[i] for i in batch.held])
+        delivery.deliver(batch)
     return log, dead, sink
 
 
