@@ -19,6 +19,7 @@ import boto3
 import orjson
 
 from .aws_json import JsonApi
+from .credentials import CredentialRenewal
 from .errors import Unavailable
 from .kinesis_errors import (
     classify_answer,
@@ -48,18 +49,18 @@ class KinesisSink:
         connect_timeout_seconds: float = 5.0,
         read_timeout_seconds: float = 15.0,
         session: boto3.Session | None = None,
+        renewal: CredentialRenewal | None = None,
     ) -> None:
         self.stream = stream
         self._api = JsonApi("kinesis", session=session, endpoint_url=endpoint_url, region=region,
                             max_connections=max_connections, connect_timeout_seconds=connect_timeout_seconds,
-                            read_timeout_seconds=read_timeout_seconds)
-        self.client = self._api.client
+                            read_timeout_seconds=read_timeout_seconds, renewal=renewal)
         self._http = self._api.http  # the pooled HTTP session (tests replace its send)
         self._stream_json = orjson.dumps(stream)
 
     def put_records(self, records: Sequence[Record]) -> PutResult:
         """One PutRecords call; every exception underneath leaves as a ShipError."""
-        answer = self._api.post(_TARGET, self._encode(records))
+        answer = self._api.post_renewing(_TARGET, self._encode(records))
         if answer.status != 200:
             code, message, from_kinesis = parse_error_body(answer.content, answer.error_type)
             raise classify_answer(answer.status, code, message, record_count=len(records), from_kinesis=from_kinesis)
@@ -114,6 +115,11 @@ class KinesisSink:
                     return shards
         except Exception as exc:  # translated in one place
             raise translate_exception(exc) from exc
+
+    @property
+    def client(self):
+        """The boto3 client for control-plane calls (rebuilt when the credentials are renewed)."""
+        return self._api.client
 
     def close(self) -> None:
         self._api.close()

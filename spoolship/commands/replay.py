@@ -17,6 +17,7 @@ from tailer.config import (
     DEFAULT_MAX_BATCH_BYTES,
     check_stream_name,
 )
+from tailer.credentials import CredentialRenewal
 from tailer.partition import parse_partition_key
 from tailer.replay import Replayer, ReplayOptions, check_readable
 
@@ -59,7 +60,8 @@ def replay(paths: tuple[Path, ...], stream: str, endpoint_url: str | None, regio
         try:
             session, region = make_session(endpoint_url, region)
             sink = KinesisSink(stream, endpoint_url=endpoint_url, region=region, session=session,
-                               max_connections=opts.concurrency + 2)
+                               max_connections=opts.concurrency + 2,
+                               renewal=CredentialRenewal(lambda: make_session(endpoint_url, region)[0]))
         except NoRegionError:
             raise click.UsageError("no AWS region: pass --region or set AWS_REGION") from None
         except BotoCoreError as exc:
