@@ -22,6 +22,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
 from .credentials import CredentialRenewal
+from .deadline import DEFAULT_CALL_DEADLINE_SECONDS, CallWatchdog
+from .deadline import install as install_deadline
 from .errors import AccessDenied
 from .kinesis_errors import parse_error_body, translate_exception
 
@@ -47,7 +49,8 @@ class JsonApi:
 
     def __init__(self, service: str, *, session: boto3.Session | None = None, endpoint_url: str | None = None,
                  region: str | None = None, max_connections: int = 10, connect_timeout_seconds: float = 5.0,
-                 read_timeout_seconds: float = 15.0, renewal: CredentialRenewal | None = None) -> None:
+                 read_timeout_seconds: float = 15.0, renewal: CredentialRenewal | None = None,
+                 call_deadline_seconds: float = DEFAULT_CALL_DEADLINE_SECONDS) -> None:
         self.service = service
         self.session = session or boto3.Session()
         self._renewal = renewal
@@ -67,18 +70,21 @@ class JsonApi:
         self.url = self.client.meta.endpoint_url
         self.region = self.client.meta.region_name
         self.http = _pooled_session(self.client)
+        install_deadline(self.http)  # tailer/deadline.py: a trickling answer ends at the call's deadline
+        self.watchdog = CallWatchdog(call_deadline_seconds)
 
     def post(self, target: str, body: bytes) -> Answer:
         """Sign and send one call; every exception underneath leaves as a ShipError."""
         request = AWSRequest(method="POST", url=self.url, data=body,
                              headers={"Content-Type": _JSON_11, "X-Amz-Target": target})
         frozen = self.credentials()
-        try:
-            SigV4Auth(frozen, self.service, self.region).add_auth(request)
-            response = self.http.send(request.prepare())
-            return Answer(response.status_code, response.content, response.headers.get("x-amzn-ErrorType", ""))
-        except Exception as exc:  # the one translation place: everything becomes a ShipError
-            raise translate_exception(exc) from exc
+        with self.watchdog.call():
+            try:
+                SigV4Auth(frozen, self.service, self.region).add_auth(request)
+                response = self.http.send(request.prepare())
+                return Answer(response.status_code, response.content, response.headers.get("x-amzn-ErrorType", ""))
+            except Exception as exc:  # the one translation place: everything becomes a ShipError
+                raise translate_exception(exc) from exc
 
     def post_renewing(self, target: str, body: bytes) -> Answer:
         """:meth:`post`; if the answer says the credentials are stale, once more with the chain resolved
@@ -107,4 +113,5 @@ class JsonApi:
             raise translate_exception(exc, credentials=True) from exc
 
     def close(self) -> None:
+        self.watchdog.close()
         self.client.close()

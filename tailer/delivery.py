@@ -150,16 +150,27 @@ class Delivery:
 
     def _put(self, records: list[Record]) -> PutResult:
         started = time.perf_counter()
+        self._metrics.call_started()
         try:
             result = self._sink.put_records(records)
         except ShipError:
+            self._metrics.put_seconds.labels("failed").observe(time.perf_counter() - started)
             raise
         except Exception as exc:  # a sink broke its contract: still a ShipError, still backed off
+            self._metrics.put_seconds.labels("failed").observe(time.perf_counter() - started)
             self._errors.error("sink-bug", "sink raised a foreign exception", exc_info=exc)
             raise unexpected(exc) from exc
-        self._metrics.put_seconds.observe(time.perf_counter() - started)
+        finally:
+            self._metrics.call_ended()
+        self._metrics.put_seconds.labels("ok").observe(time.perf_counter() - started)
         self._metrics.put_calls.inc()
         return result
+
+    def interrupt(self) -> None:
+        """End the sink's calls in flight (the drain timeout), if it can."""
+        interrupt = getattr(self._sink, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
 
     def _settle(self, batch: Batch, group: list[int], result: PutResult, work: Outstanding) -> list[int]:
         """Account for one answer; returns the indexes to send again."""

@@ -35,7 +35,7 @@ def open_sink(config: TailerConfig) -> Sink:
     session, region = _session(config)
     kind = FirehoseSink if config.destination == FIREHOSE else KinesisSink
     return kind(config.stream, endpoint_url=config.endpoint_url, region=region, session=session,
-                max_connections=config.concurrency + 2,
+                max_connections=config.concurrency + 2, call_deadline_seconds=config.call_deadline_seconds,
                 renewal=CredentialRenewal(lambda: _session(config)[0]))
 
 

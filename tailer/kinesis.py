@@ -20,6 +20,7 @@ import orjson
 
 from .aws_json import JsonApi
 from .credentials import CredentialRenewal
+from .deadline import DEFAULT_CALL_DEADLINE_SECONDS
 from .errors import Unavailable
 from .kinesis_errors import (
     classify_answer,
@@ -50,11 +51,13 @@ class KinesisSink:
         read_timeout_seconds: float = 15.0,
         session: boto3.Session | None = None,
         renewal: CredentialRenewal | None = None,
+        call_deadline_seconds: float = DEFAULT_CALL_DEADLINE_SECONDS,
     ) -> None:
         self.stream = stream
         self._api = JsonApi("kinesis", session=session, endpoint_url=endpoint_url, region=region,
                             max_connections=max_connections, connect_timeout_seconds=connect_timeout_seconds,
-                            read_timeout_seconds=read_timeout_seconds, renewal=renewal)
+                            read_timeout_seconds=read_timeout_seconds, renewal=renewal,
+                            call_deadline_seconds=call_deadline_seconds)
         self._http = self._api.http  # the pooled HTTP session (tests replace its send)
         self._stream_json = orjson.dumps(stream)
 
@@ -120,6 +123,10 @@ class KinesisSink:
     def client(self):
         """The boto3 client for control-plane calls (rebuilt when the credentials are renewed)."""
         return self._api.client
+
+    def interrupt(self) -> None:
+        """End every call in flight now (the drain timeout; tailer/deadline.py)."""
+        self._api.watchdog.interrupt()
 
     def close(self) -> None:
         self._api.close()

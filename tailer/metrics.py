@@ -1,6 +1,7 @@
 """The tailer's Prometheus metrics and its small HTTP endpoint (/metrics, /healthz).
 
-/healthz is 200 while every shipping loop of the process has turned within ``stale_seconds``.
+/healthz is 200 while every shipping loop of the process has turned within ``stale_seconds`` and
+no call of theirs has been in flight for that long (a call the deadline watchdog failed to end).
 """
 
 from __future__ import annotations
@@ -79,8 +80,15 @@ class TailerMetrics:
         self.segments = g("spoolship_tailer_segments", "Segments in the spool")
         self.inflight = g("spoolship_tailer_batches_in_flight", "PutRecords batches in flight")
         self.put_seconds = self._bind(self._family(Histogram, "spoolship_tailer_put_records_seconds",
-                                                   "PutRecords latency", (), buckets=PUT_BUCKETS), ())
+                                                   "PutRecords latency, of every call (outcome ok or failed)",
+                                                   ("outcome",), buckets=PUT_BUCKETS), ("outcome",))
         self.heartbeat = time.monotonic()
+        self._calls: dict[int, float] = {}  # thread id -> when its call started
+        self._calls_lock = threading.Lock()
+        self.longest_call = g("spoolship_tailer_longest_call_seconds",
+                              "Age of the oldest PutRecords call in flight (0: none); a stuck call shows here "
+                              "and fails /healthz")
+        self.longest_call.set_function(self.longest_call_seconds)
 
     def _family(self, kind, name: str, documentation: str, labels: tuple[str, ...], **extra):
         family = self._families.get(name)
@@ -103,6 +111,19 @@ class TailerMetrics:
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
 
+    def call_started(self) -> None:
+        with self._calls_lock:
+            self._calls[threading.get_ident()] = time.monotonic()
+
+    def call_ended(self) -> None:
+        with self._calls_lock:
+            self._calls.pop(threading.get_ident(), None)
+
+    def longest_call_seconds(self) -> float:
+        with self._calls_lock:
+            oldest = min(self._calls.values(), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
 
 class MetricsServer:
     """Serves /metrics and /healthz (200 while the loop has run within ``stale_seconds``)."""
@@ -118,8 +139,9 @@ class MetricsServer:
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif self.path.startswith("/healthz"):
                     fresh = all(time.monotonic() - loop.heartbeat < stale_seconds for loop in loops)
-                    self._send(200 if fresh else 503, b'{"status":"%s"}' % (b"ok" if fresh else b"stalled"),
-                               "application/json")
+                    moving = all(loop.longest_call_seconds() < stale_seconds for loop in loops)
+                    state = b"ok" if fresh and moving else b"stalled" if not fresh else b"call stuck"
+                    self._send(200 if state == b"ok" else 503, b'{"status":"%s"}' % state, "application/json")
                 else:
                     self._send(404, b'{"error":"not_found"}', "application/json")
 

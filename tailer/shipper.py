@@ -23,7 +23,8 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 
 from .config import TailerConfig
 from .deadletters import DeadLetters
@@ -45,6 +46,7 @@ __all__ = ["Shipper"]
 log = logging.getLogger(__name__)
 IDLE_MIN_SECONDS = 0.001
 IDLE_MAX_SECONDS = 0.25
+STOP_GRACE_SECONDS = 2.0  # for deliveries to notice the abort, after their calls were ended
 
 
 class Shipper:
@@ -161,8 +163,9 @@ class Shipper:
     def _finish(self, *, drained: bool) -> int:
         self._closed = True
         if not drained:
-            self._abort.set()
-        self._pool.shutdown(wait=True)
+            self._stop_deliveries()
+        else:
+            self._pool.shutdown(wait=True)
         self._collect_completed()
         self._tracker.maybe_checkpoint(time.monotonic(), force=True)
         behind = self._tracker.bytes_behind()
@@ -185,11 +188,18 @@ class Shipper:
         if self._closed:
             return
         self._closed = True
-        self._abort.set()
-        self._pool.shutdown(wait=True)
+        self._stop_deliveries()
         self._collect_completed()
         self._tracker.maybe_checkpoint(time.monotonic(), force=True)
         self._tracker.close()
+
+    def _stop_deliveries(self) -> None:
+        """Abort every delivery and end its call now; never wait for a hung thread past a short grace
+        (its batch stays unacknowledged: shipped again after the restart)."""
+        self._abort.set()
+        self._delivery.interrupt()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        futures_wait(list(self._inflight), timeout=STOP_GRACE_SECONDS)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -241,7 +251,7 @@ class Shipper:
             batch = self._inflight.pop(future)
             try:
                 future.result()
-            except Aborted:
+            except (Aborted, CancelledError):
                 continue  # left unacknowledged: shipped again after the restart
             self._acknowledge(batch)
         return bool(done)
