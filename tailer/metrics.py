@@ -69,6 +69,8 @@ class TailerMetrics:
                               ("operation",))
         self.segments_shrunk = c("spoolship_tailer_segments_shrunk",
                                  "Segments found shorter than already read (shipped again from 0)")
+        self.keys_missing = c("spoolship_tailer_partition_key_missing",
+                              "Lines without the --partition-key field (sent under a random key)")
         self.segments_replaced = c("spoolship_tailer_segments_replaced",
                                    "Segments found to be another file than the one read (replaced, rewritten in "
                                    "place; a checkpoint inside a line): shipped from their first byte", ("how",))

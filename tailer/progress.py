@@ -38,6 +38,11 @@ class SegmentProgress:
     head: str = ""
     resync: bool = False  # acked came from a checkpoint: if it is inside a line, skip to the next one
     seen_active: bool = False  # listed while a spool writer still wrote it
+    size_seen: int = 0  # the largest size read from the open file (listings may be older)
+
+    @property
+    def size(self) -> int:
+        return max(self.segment.size, self.size_seen)
 
     @property
     def segment_id(self) -> str:

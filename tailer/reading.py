@@ -54,6 +54,7 @@ class SegmentReader:
         if size < progress.read:
             tracker.shrunk(progress, size)
             return True
+        progress.size_seen = size
         if progress.read >= size:
             return False
         if progress.unshipped_since is None:

@@ -46,6 +46,7 @@ __all__ = ["Shipper"]
 log = logging.getLogger(__name__)
 IDLE_MIN_SECONDS = 0.001
 IDLE_MAX_SECONDS = 0.25
+GAUGE_SECONDS = 1.0
 STOP_GRACE_SECONDS = 2.0  # for deliveries to notice the abort, after their calls were ended
 
 
@@ -75,6 +76,8 @@ class Shipper:
         self._last_scan = float("-inf")
         self._idle_seconds = IDLE_MIN_SECONDS
         self._closed = False
+        self._gauges_at = float("-inf")
+        self._keys_missing = 0
 
     def _make_packer(self, sink: Sink, shard_map: ShardMap | None):
         """The destination's packer (tailer/destination.py): this loop knows no service."""
@@ -125,6 +128,10 @@ class Shipper:
         self._flush_if_lingering(now, immediately=draining and not read)
         worked |= self._submit_ready()
         self._tracker.maybe_checkpoint(now, force=draining)
+        if now - self._gauges_at >= GAUGE_SECONDS:  # fresh also while nothing is acknowledged or listed
+            self._gauges_at = now
+            self._tracker.update_gauges()
+            self._count_missing_keys()
         # Also here, not only after a checkpoint write: a segment shipped while active is
         # deletable the moment it is sealed, with nothing new to checkpoint.
         self._tracker.delete_finished()
@@ -167,6 +174,7 @@ class Shipper:
         else:
             self._pool.shutdown(wait=True)
         self._collect_completed()
+        self._count_missing_keys()
         self._tracker.maybe_checkpoint(time.monotonic(), force=True)
         behind = self._tracker.bytes_behind()
         segments_left = len(self._tracker.progress)
@@ -190,6 +198,7 @@ class Shipper:
         self._closed = True
         self._stop_deliveries()
         self._collect_completed()
+        self._count_missing_keys()
         self._tracker.maybe_checkpoint(time.monotonic(), force=True)
         self._tracker.close()
 
@@ -266,6 +275,13 @@ class Shipper:
             touched.add(span.segment_id)
         for segment_id in touched:
             self._tracker.advance(segment_id)
+
+    def _count_missing_keys(self) -> None:
+        """Lines without the --partition-key field (counted by the key function) into the metric."""
+        missing = getattr(getattr(self._packer, "_key_fn", None), "missing", 0)
+        if missing > self._keys_missing:
+            self.metrics.keys_missing.inc(missing - self._keys_missing)
+            self._keys_missing = missing
 
     # -- for tests and tools -----------------------------------------------------------------
 

@@ -272,7 +272,7 @@ class SegmentTracker:
         return segments is not FAILED and not segments
 
     def bytes_behind(self) -> int:
-        return sum(max(0, p.segment.size - p.acked) for p in self.progress.values())
+        return sum(max(0, p.size - p.acked) for p in self.progress.values())
 
     def update_gauges(self) -> None:
         self._metrics.segments.set(len(self.progress))
