@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .fsutil import close_settled, fsync_dir
 from .naming import CREATING_PREFIX, PROBE_PREFIX, SegmentName, parse_segment_name
+from .presence import remove_stale_presence
 
 __all__ = ["Segment", "SegmentState", "list_segments", "probe_state", "remove_stale_creating", "seal_orphan"]
 
@@ -135,7 +136,7 @@ def seal_orphan(segment: Segment) -> Segment | None:
 
 
 def remove_stale_creating(spool_dir: Path, *, older_than_seconds: float = STALE_CREATING_SECONDS) -> list[str]:
-    """Remove hidden ``.creating-…`` and ``.probe-…`` files of dead writers; returns the names removed.
+    """Remove hidden ``.creating-…``, ``.probe-…`` and ``.writer-…`` files of dead writers; returns the names.
 
     Safe against live writers: a file is removed only while *we* hold its lock
     (so its writer cannot be holding it), only if the name still points at the
@@ -171,6 +172,7 @@ def remove_stale_creating(spool_dir: Path, *, older_than_seconds: float = STALE_
                     removed.append(entry.name)
         finally:
             close_settled(fd, entry.path)  # read-only
+    removed += remove_stale_presence(spool_dir)
     if removed:
         log.warning("stale segment files removed", extra={"files": len(removed)})
     return removed

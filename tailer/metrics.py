@@ -113,6 +113,12 @@ class TailerMetrics:
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
 
+    def count_missing_keys(self, missing: int) -> None:
+        """The key function's running count of lines without their key field, into the counter."""
+        counted = self.keys_missing._value.get()
+        if missing > counted:
+            self.keys_missing.inc(missing - counted)
+
     def call_started(self) -> None:
         with self._calls_lock:
             self._calls[threading.get_ident()] = time.monotonic()

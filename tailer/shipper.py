@@ -38,7 +38,7 @@ from .progress import SegmentProgress
 from .reading import SegmentReader
 from .shardmap import ShardMap
 from .sink import Sink
-from .spoolio import GuardedSpool, SpoolOps
+from .spoolio import FAILED, GuardedSpool, SpoolOps
 from .tracker import SegmentTracker
 
 __all__ = ["Shipper"]
@@ -77,7 +77,7 @@ class Shipper:
         self._idle_seconds = IDLE_MIN_SECONDS
         self._closed = False
         self._gauges_at = float("-inf")
-        self._keys_missing = 0
+        self._waiting_for: list[str] | None = None
 
     def _make_packer(self, sink: Sink, shard_map: ShardMap | None):
         """The destination's packer (tailer/destination.py): this loop knows no service."""
@@ -96,8 +96,9 @@ class Shipper:
         """Ship until ``stop`` is set, then drain; returns the exit code.
 
         With ``exit_when_empty`` it also stops, with 0, as soon as every segment is sealed,
-        shipped, checkpointed and deleted (the scale-down rescue of a spool nobody writes to any
-        more); an active segment whose writer is alive keeps it running until it is sealed.
+        shipped, checkpointed and deleted and no writer holds the spool any more (the scale-down
+        rescue of a spool nobody writes to any more): a live writer — with an active segment, or
+        between two segments — keeps it running until it closes.
         """
         exit_when_empty = self.config.exit_when_empty
         log.info("tailer started", extra={"spool": str(self._dir), "stream": self.config.stream,
@@ -106,7 +107,7 @@ class Shipper:
         while not stop.is_set():
             worked = self.ship_once()
             self.metrics.beat()
-            if exit_when_empty and not worked and self._is_drained():
+            if exit_when_empty and not worked and self._is_drained() and not self._writers_alive():
                 log.info("spool empty; exiting", extra={"spool": str(self._dir)})
                 return self._finish(drained=True)
             if not worked:
@@ -185,6 +186,19 @@ class Shipper:
         log.error("tailer gave up at the drain timeout with data left",
                   extra={"bytes_behind": behind, "segments_left": segments_left})
         return 1
+
+    def _writers_alive(self) -> bool:
+        """A writer still holds the spool (spooler/presence.py), perhaps between two segments: an empty
+        spool is not drained yet. Logged once per writer set; a listing that fails counts as alive."""
+        alive = self._io.run("list", "", self._ops.live_writers, self._dir)
+        if alive is FAILED or alive:
+            if alive and alive != self._waiting_for:
+                log.info("spool empty but writers are alive; waiting for them to close",
+                         extra={"spool": str(self._dir), "writers": alive})
+            self._waiting_for = alive if alive else self._waiting_for
+            self._wait(min(0.25, self.config.poll_interval_seconds))
+            return True
+        return False
 
     def _is_drained(self) -> bool:
         if self._inflight or self._ready or self._dead or self._held or self._packer.pending_since is not None:
@@ -277,11 +291,7 @@ class Shipper:
             self._tracker.advance(segment_id)
 
     def _count_missing_keys(self) -> None:
-        """Lines without the --partition-key field (counted by the key function) into the metric."""
-        missing = getattr(getattr(self._packer, "_key_fn", None), "missing", 0)
-        if missing > self._keys_missing:
-            self.metrics.keys_missing.inc(missing - self._keys_missing)
-            self._keys_missing = missing
+        self.metrics.count_missing_keys(getattr(getattr(self._packer, "_key_fn", None), "missing", 0))
 
     # -- for tests and tools -----------------------------------------------------------------
 
