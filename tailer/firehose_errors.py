@@ -31,7 +31,7 @@ from .errors import (
     Throttled,
     Unavailable,
 )
-from .kinesis_errors import DENIED_CODES, bare_code, classify_validation
+from .kinesis_errors import DENIED_CODES, classify_validation
 
 __all__ = [
     "FIREHOSE_DENIED_CODES",
