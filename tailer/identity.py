@@ -7,7 +7,8 @@ another: carried over, it loses the new file's head and ships a fragment of a li
 So each :class:`~tailer.progress.SegmentProgress` knows its file by
 
 - its inode (``st_ino`` of the path when listed, of the descriptor when opened;
-  compared on every listing and every open, and saved in the checkpoint), and
+  compared on every listing and every open, and saved in the checkpoint; after
+  a restart another inode with the same first bytes is the same content), and
 - a hash of its first ``HEAD_BYTES`` bytes once read (checked on every listing,
   on every open, and after a restart against the checkpoint's),
 
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 HEAD_BYTES = 64
 
 
+def _read_head(path, length: int) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(length)
+
+
 def head_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
@@ -63,13 +69,23 @@ class SegmentIdentity:
         return {"ino": progress.ino, "head_bytes": progress.head_bytes, "head": progress.head}
 
     def adopt(self, progress: SegmentProgress, saved: dict | None) -> bool:
-        """Take the checkpoint's identity for a newly tracked segment; False if it is another file."""
+        """Take the checkpoint's identity for a newly tracked segment; False if it is another file.
+
+        Another inode with the same first bytes is the same content under a new inode (a volume
+        restored from a copy, a file system whose inode numbers change across mounts): its offset
+        stands (and byte N-1 is still checked before reading on)."""
         if saved is None:
             return True
-        if progress.ino and saved["ino"] != progress.ino:
-            return False
         progress.head_bytes, progress.head = saved["head_bytes"], saved["head"]
-        return True
+        if not progress.ino or saved["ino"] == progress.ino:
+            return True
+        head = self._io.run("read", progress.segment_id, _read_head, progress.segment.path, progress.head_bytes,
+                            missing_ok=True)
+        if progress.head_bytes and head and head_digest(head) == progress.head:
+            log.info("segment has another inode than in the checkpoint but the same first bytes; offset kept",
+                     extra={"segment": progress.segment_id})
+            return True
+        return False
 
     def note_read(self, progress: SegmentProgress, first_bytes: bytes | None) -> None:
         """After a read: hash the head once more of it is known (``first_bytes``: the chunk at offset 0)."""

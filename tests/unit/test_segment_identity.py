@@ -225,6 +225,24 @@ def test_the_checkpoint_records_which_file_each_offset_belongs_to(spool_dir):
     assert identity["head_bytes"] > 0 and identity["head"]
 
 
+def test_the_same_content_under_a_new_inode_keeps_its_offset_across_a_restart(spool_dir):
+    """A volume restored from a copy (or inode numbers that change across mounts): nothing re-sent."""
+    writer, old = write_lines(spool_dir, "cp", 50, seal=False, segment_bytes=10**9)
+    sink = FakeSink()
+    first = make_shipper(spool_dir, sink)
+    run_until(first, lambda: len(sink.accepted) == 50 and not first._dirty)
+    first.close()
+    writer.close()
+    [segment] = list_segments(spool_dir)
+    more = lines_of("more", 5)
+    replace_file(segment.path, segment.path.read_bytes() + b"".join(more))
+    sink.accepted.clear()
+    shipper = make_shipper(spool_dir, sink)
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sink.accepted == more, "only what the first tailer had not shipped"
+
+
 @pytest.mark.parametrize("offset", ["true", "false", "1.0", '"12"', "-1", "null"])
 def test_a_checkpoint_offset_that_is_not_a_json_integer_is_refused(spool_dir, offset):
     (spool_dir / CHECKPOINT_FILE).write_text('{"version": 1, "segments": {"cp-00000001": ' + offset + '}}')
