@@ -68,3 +68,35 @@ def test_aggregate_never_dead_letters_a_line_that_plain_accepts(key, size):
     assert len(data) + len(record_key.encode()) <= MAX_RECORD_BYTES
     assert data == line or is_aggregated(data)
     assert sum(b.lines for b in batches) == 1, "the line is carried (and acknowledged) once"
+
+
+def test_the_periodic_shard_map_refresh_never_blocks_the_caller():
+    """Review item 6 (reading): ListShards off the loop thread once the map is known."""
+    import threading
+    import time
+
+    from tailer import shardmap as module
+
+    release = threading.Event()
+    calls = []
+
+    def slow_list_shards():
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            release.wait(10)
+        return shards()
+
+    now = [0.0]
+    shard_map = ShardMap(slow_list_shards, clock=lambda: now[0])
+    shard_map.maybe_refresh()  # the first load: on the caller's thread
+    assert shard_map.shard_for("k") == "shard-0"
+    now[0] += module.REFRESH_SECONDS
+    started = time.monotonic()
+    shard_map.maybe_refresh()
+    assert time.monotonic() - started < 1.0, "the loop waited for a slow ListShards"
+    assert shard_map.shard_for("k") == "shard-0", "the old map serves meanwhile"
+    release.set()
+    deadline = time.monotonic() + 10
+    while shard_map.refreshes < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert shard_map.refreshes == 2
