@@ -1,8 +1,8 @@
 """KinesisSink: PutRecords through boto3's session, credentials, endpoint and HTTP stack.
 
 boto3 resolves the credential chain, the region and the endpoint
-(``--endpoint-url`` or ``AWS_ENDPOINT_URL_KINESIS``) and provides SigV4 signing
-and its pooled urllib3 session (:mod:`tailer.aws_json`). For the one hot call,
+(``--endpoint-url`` or ``AWS_ENDPOINT_URL_KINESIS``) and provides its pooled
+urllib3 session; :mod:`tailer.aws_json` signs (:mod:`tailer.sigv4`). For the one hot call,
 PutRecords, the request body is written with orjson and base64 and only the
 fields we need are read back: botocore's generic model-driven serializer and
 parser cost ~11 µs of CPU per record here, this path ~4.5 (see
