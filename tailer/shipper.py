@@ -20,7 +20,6 @@ and hand back their batch through a future.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -32,7 +31,7 @@ from .delivery import Backoff, Delivery
 from .destination import make_packer
 from .errors import Aborted
 from .metrics import TailerMetrics
-from .packing import Batch
+from .packing import Batch, split_lines
 from .progress import SegmentProgress
 from .shardmap import ShardMap
 from .sink import Sink
@@ -42,7 +41,6 @@ from .tracker import SegmentTracker
 __all__ = ["Shipper"]
 
 log = logging.getLogger(__name__)
-_LINE = re.compile(rb"[^\n]*\n")
 IDLE_MIN_SECONDS = 0.001
 IDLE_MAX_SECONDS = 0.25
 
@@ -233,7 +231,7 @@ class Shipper:
             if progress.is_final and size > progress.read:
                 return self._dead_letter_range(progress, progress.read, size, "torn write: no newline at the end")
             return False
-        lines = _LINE.findall(chunk.data)
+        lines = split_lines(chunk.data)
         span = progress.new_span(chunk.start, chunk.end, len(lines))
         if b"\0" in chunk.data:  # one memchr per chunk; compact JSON never holds a NUL byte
             lines = self._dead_letter_holes(span, lines)
