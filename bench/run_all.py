@@ -31,7 +31,8 @@ from bench.verdict import NOT_MEASURED, STATUSES, number  # noqa: E402
 BENCHES = {
     "spool_append": (["bench/spool_append.py"], ["--events", "20000", "--rounds", "2", "--fsync-appends", "800"]),
     "receiver": (["bench/receiver.py"], ["--seconds", "2", "--rounds", "1"]),
-    "tailer": (["bench/tailer.py"], ["--lines", "100000"]),
+    "tailer": (["bench/tailer.py"], ["--lines", "100000", "--steady-lines", "50000", "--warm-up-lines", "5000",
+                                    "--rounds", "1"]),
     "end_to_end": (["bench/end_to_end.py"], ["--latency-seconds", "8", "--seconds", "3",
                                              "--backlog-bytes", str(64 * 1024**2), "--backlog-seconds", "15"]),
     "parse_memory": (["bench/parse_memory.py"], ["--shape", "events [{},{},...]", "--shape", "typical events"]),

@@ -26,9 +26,11 @@ Thread-safe (each Hold belongs to one request's thread).
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from .errors import TooLarge, Unavailable
+from .throttled_log import ThrottledLog
 
 __all__ = ["DEFAULT_SMALL_BYTES", "Hold", "MemoryBudget"]
 
@@ -36,6 +38,10 @@ __all__ = ["DEFAULT_SMALL_BYTES", "Hold", "MemoryBudget"]
 DEFAULT_SMALL_BYTES = 512 * 1024
 DEFAULT_WAIT_SECONDS = 1.0
 RETRY_AFTER_SECONDS = 1.0
+
+# The figures of a refusal go to the log, at most one line per 10 s: the client learns only to retry.
+_refused = ThrottledLog(logging.getLogger(__name__), "large requests refused while the parse budget is busy",
+                        level=logging.INFO)
 
 
 class MemoryBudget:
@@ -92,11 +98,10 @@ class MemoryBudget:
             self._freed.notify_all()
 
     def _busy(self, total: int) -> Unavailable:
-        return Unavailable(
-            f"this request needs about {total} bytes of memory to parse and this worker's {self.capacity_bytes} "
-            f"(--max-parse-bytes) are in use by other large requests ({self._used} bytes); retry shortly",
-            RETRY_AFTER_SECONDS,
-        )
+        _refused.add(needed_bytes=total, max_parse_bytes=self.capacity_bytes, used_bytes=self._used,
+                     waiting=self._waiters)
+        return Unavailable("other large requests are being parsed by this worker; retry shortly",
+                           RETRY_AFTER_SECONDS, written="none")
 
 
 class Hold:

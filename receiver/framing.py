@@ -21,14 +21,29 @@ from __future__ import annotations
 
 import re
 
+import waitress.receiver
+import waitress.rfc7230
 from waitress.parser import ParsingError
 from waitress.utilities import BadRequest, Error
 
-__all__ = ["VersionNotSupported", "check_raw_framing", "framing_error", "transfer_encodings"]
+__all__ = ["VersionNotSupported", "check_raw_framing", "framing_error", "strict_chunk_lines", "transfer_encodings"]
 
 _TE_LINE = re.compile(rb"\r\n[Tt][Rr][Aa][Nn][Ss][Ff][Ee][Rr]-[Ee][Nn][Cc][Oo][Dd][Ii][Nn][Gg]:([^\r\n]*)")
 _OWS = b" \t"
 SUPPORTED_VERSIONS = ("1.0", "1.1")
+
+
+def strict_chunk_lines() -> None:
+    """Make waitress's chunk-size line checks end at the end of the line, not before a final LF.
+
+    waitress matches a chunk's size and extensions with ``^...$``, and ``$`` also
+    matches before a trailing ``\\n``: ``7\\n\\r\\n`` and ``7;x\\n\\r\\n`` were taken as
+    chunk sizes. RFC 9112 (section 7.1) allows no bare LF there, and a proxy may
+    read such a line differently (found by the hostile review). ``\\Z`` is the
+    real end. Idempotent; called when the receiver builds its server.
+    """
+    waitress.receiver.ONLY_HEXDIG_RE = re.compile(("^" + waitress.rfc7230.HEXDIG + r"+\Z").encode("latin-1"))
+    waitress.receiver.CHUNK_EXT_RE = re.compile(("^" + waitress.rfc7230.CHUNK_EXT + r"\Z").encode("latin-1"))
 
 
 class VersionNotSupported(Error):

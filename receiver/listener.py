@@ -20,6 +20,7 @@ from .auth import ApiKeys
 from .body_buffers import INBUF_OVERFLOW_BYTES, BodyBuffers
 from .config import ReceiverConfig
 from .connection import close_slow_requests, guarded_channel_class
+from .framing import strict_chunk_lines
 from .guard import NOSNIFF, GuardSettings
 
 __all__ = ["bind_socket", "connection_limit", "make_server", "with_security_headers"]
@@ -68,6 +69,7 @@ def make_server(app, sock: socket.socket, config: ReceiverConfig, *, keys: ApiKe
     ``max_body_bytes`` overrides ``--max-body-bytes`` (the probe listener takes no bodies);
     ``on_tick`` runs on the serving loop about once a second (a liveness heartbeat).
     """
+    strict_chunk_lines()  # a chunk-size line ends in CRLF, never a bare LF (receiver/framing.py)
     max_body = config.max_body_bytes if max_body_bytes is None else max_body_bytes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # send_bytes: still the only knob for this

@@ -96,6 +96,11 @@ class GroupCommit:
         """How many failed-fsync ranges are remembered (for tests: they must not pile up)."""
         return len(self._poisoned)
 
+    @property
+    def registered_waits(self) -> int:
+        """How many registered appends have not ended their wait (for tests: none may be left behind)."""
+        return sum(self._waiting.values())
+
     def register(self, seq: int) -> None:
         """An append up to ``seq`` will call :meth:`wait_durable`: keep what it may ask about until then."""
         with self._cond:
@@ -120,10 +125,21 @@ class GroupCommit:
                     self._lead_one_fsync()
             finally:
                 if registered:
-                    self._waiting[seq] -= 1
-                    if not self._waiting[seq]:
-                        del self._waiting[seq]
-                    self._forget_settled()
+                    self._unregister_locked(seq)
+
+    def unregister(self, seq: int) -> None:
+        """A registered append will not call :meth:`wait_durable` after all (its request failed)."""
+        with self._cond:
+            self._unregister_locked(seq)
+
+    def _unregister_locked(self, seq: int) -> None:
+        if self._waiting[seq] <= 0:
+            del self._waiting[seq]
+            raise RuntimeError(f"a wait for seq {seq} ended that was never registered")  # a bug of the caller
+        self._waiting[seq] -= 1
+        if not self._waiting[seq]:
+            del self._waiting[seq]
+        self._forget_settled()
 
     def sync_now(self) -> None:
         """Fsync whatever is appended so far (the interval policy's tick)."""

@@ -447,19 +447,34 @@ def append_all(parts: Sequence[tuple[SpoolWriter, bytes | bytearray]], *, sync: 
     ordered = sorted({id(writer): writer for writer, _ in parts}.values(), key=id)
     if len(ordered) != len(parts):
         raise ValueError("append_all takes one part per writer")
-    seqs = []
-    with contextlib.ExitStack() as held:
-        for writer in ordered:
-            held.enter_context(writer._lock)
-        fds = [writer._claim_locked(len(data)) for writer, data in parts]  # may refuse: nothing written yet
-        for index, ((writer, data), fd) in enumerate(zip(parts, fds, strict=True)):
-            try:
-                seqs.append(writer._write_locked(fd, data))
-            except SpoolUnwritable as exc:  # the disk refused this part's write (a short one is AppendUncertain)
-                if index == 0:
-                    raise
-                raise AppendUncertain(f"{index} of {len(parts)} parts written, then: {exc}",
-                                      retry_after_seconds=exc.retry_after_seconds) from exc
-    for (writer, _data), seq in zip(parts, seqs, strict=True):
-        if sync or writer._always:
+    waits: list[tuple[SpoolWriter, int]] = []  # parts registered with their group commit, as append does
+    try:
+        with contextlib.ExitStack() as held:
+            for writer in ordered:
+                held.enter_context(writer._lock)
+            fds = [writer._claim_locked(len(data)) for writer, data in parts]  # may refuse: nothing written yet
+            for index, ((writer, data), fd) in enumerate(zip(parts, fds, strict=True)):
+                try:
+                    seq = writer._write_locked(fd, data)
+                except SpoolUnwritable as exc:  # the disk refused this part's write (a short one is AppendUncertain)
+                    if index == 0:
+                        raise
+                    raise AppendUncertain(f"{index} of {len(parts)} parts written, then: {exc}",
+                                          retry_after_seconds=exc.retry_after_seconds) from exc
+                if sync or writer._always:
+                    # Under the writer's lock, before anyone can seal past it: a failed fsync of this
+                    # part's segment is then remembered until this request has asked about it.
+                    writer._commit.register(seq)
+                    waits.append((writer, seq))
+    except BaseException:
+        for writer, seq in waits:  # the request fails anyway ("unknown"); it will not ask
+            writer._commit.unregister(seq)
+        raise
+    failed: AppendUncertain | None = None
+    for writer, seq in waits:  # every registered part is waited for (and so unregistered), even after a failure
+        try:
             writer._wait_durable(seq)
+        except AppendUncertain as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed

@@ -13,6 +13,7 @@ tailer drains everything, then the embedded server stops.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -104,6 +105,28 @@ class LocalPipeline:
             tail_args += ["--region", self.options.region]
         self._spawn("tailer", *tail_args)
         self._wait_ready()
+
+    def _start_kinesis(self) -> None:
+        """The embedded Kinesis-API server (moto, single-threaded: spoolship.local_kinesis)."""
+        port = self.options.kinesis_port
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spoolship.local_kinesis", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.children["kinesis"] = process
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        output = []
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            match = re.search(r"Running on (http://\S+)", line)
+            if match:
+                self.endpoint_url = match.group(1)
+                threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+                return
+        self.stop()
+        raise UpError("the embedded Kinesis server did not start:\n" + "".join(output[-20:]))
 
     def _ensure_stream(self, stream: str) -> None:
         session, region = make_session(self.endpoint_url, self.options.region)

@@ -1,8 +1,9 @@
 """One signed POST to an AWS JSON-protocol API (Kinesis, Firehose), outside botocore's generic model.
 
 Both sinks send their one hot call (PutRecords, PutRecordBatch) this way: boto3
-resolves the credentials, region and endpoint and provides SigV4 and its pooled
-urllib3 session; the body is written and read by the sink with orjson, because
+resolves the credentials, region and endpoint and provides its pooled urllib3
+session; SigV4 is :mod:`tailer.sigv4` (the same headers as botocore's signer, for
+a fraction of its CPU); the body is written and read by the sink with orjson, because
 botocore's model-driven serializer and parser cost more CPU than the rest of the
 tailer (docs/performance.md). Everything else (control-plane calls) goes through
 the ordinary boto3 client, :attr:`JsonApi.client`.
@@ -17,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import boto3
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSPreparedRequest
 from botocore.config import Config
 
 from .credentials import CredentialRenewal
@@ -26,6 +26,7 @@ from .deadline import DEFAULT_CALL_DEADLINE_SECONDS, CallWatchdog
 from .deadline import install as install_deadline
 from .errors import AccessDenied
 from .kinesis_errors import parse_error_body, translate_exception
+from .sigv4 import Signer
 
 __all__ = ["Answer", "JsonApi"]
 
@@ -70,18 +71,20 @@ class JsonApi:
         self.url = self.client.meta.endpoint_url
         self.region = self.client.meta.region_name
         self.http = _pooled_session(self.client)
+        self._signer = Signer(self.url, service, self.region, _JSON_11)
         install_deadline(self.http)  # tailer/deadline.py: a trickling answer ends at the call's deadline
         self.watchdog = CallWatchdog(call_deadline_seconds)
 
     def post(self, target: str, body: bytes) -> Answer:
         """Sign and send one call; every exception underneath leaves as a ShipError."""
-        request = AWSRequest(method="POST", url=self.url, data=body,
-                             headers={"Content-Type": _JSON_11, "X-Amz-Target": target})
         frozen = self.credentials()
         with self.watchdog.call():
             try:
-                SigV4Auth(frozen, self.service, self.region).add_auth(request)
-                response = self.http.send(request.prepare())
+                # The headers botocore's AWSRequest + SigV4Auth + prepare() would make (tailer/sigv4.py), at a
+                # fraction of the CPU; sent by botocore's own session, which maps urllib3's errors to its own.
+                headers = self._signer.headers(frozen.access_key, frozen.secret_key, frozen.token, target, body)
+                request = AWSPreparedRequest("POST", self.url, headers, body, stream_output=False, context={})
+                response = self.http.send(request)
                 return Answer(response.status_code, response.content, response.headers.get("x-amzn-ErrorType", ""))
             except Exception as exc:  # the one translation place: everything becomes a ShipError
                 raise translate_exception(exc) from exc

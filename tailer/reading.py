@@ -13,10 +13,10 @@ NUL bytes (a hole). Not thread-safe: the shipper's loop owns it.
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 from .deadletters import DeadLetters
+from .packing import split_lines
 from .progress import SegmentProgress
 from .spoolio import FAILED, GuardedSpool, SpoolOps
 from .tracker import SegmentTracker
@@ -24,7 +24,6 @@ from .tracker import SegmentTracker
 __all__ = ["READ_LINES_MAX", "SegmentReader"]
 
 log = logging.getLogger(__name__)
-_LINE = re.compile(rb"[^\n]*\n")
 # Lines per chunk: ~20 batches of 500 records; bounds the objects one chunk makes whatever the line size.
 READ_LINES_MAX = 10_000
 
@@ -77,7 +76,7 @@ class SegmentReader:
         if data.count(b"\n") > self._lines_max:
             cut = _nth_line_end(data, self._lines_max)
             data, end = data[:cut], chunk.start + cut
-        lines = _LINE.findall(data)
+        lines = split_lines(data)
         span = progress.new_span(chunk.start, end, len(lines))
         tracker.identity.note_read(progress, data if chunk.start == 0 else None)
         if b"\0" in data:  # one memchr per chunk; compact JSON never holds a NUL byte

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -29,7 +30,7 @@ def test_tail_delivery_stream_ships_every_line_as_ndjson_objects_through_a_real_
         assert body.endswith(b"\n") and all(line.startswith(b'{"w":') for line in body.splitlines())
 
 
-def test_record_failures_throttles_and_resets_lose_nothing(moto, spool_dir):
+def test_record_failures_throttles_and_resets_lose_nothing(moto, spool_dir, caplog):
     hose = create_delivery_stream(moto)
     lines = write_segments(spool_dir, "w1", 6000, size=300)
     proxy = FaultProxy(moto.port, seed=3)
@@ -44,6 +45,10 @@ def test_record_failures_throttles_and_resets_lose_nothing(moto, spool_dir):
     thread.start()
     try:
         wait_until(lambda: not list_segments(spool_dir, probe=False), timeout=90, message="spool shipped")
+    except AssertionError as exc:  # say which answers held it up (a slow retry means a Permanent error)
+        errors = [(r.getMessage(), getattr(r, "code", None), getattr(r, "error", None))
+                  for r in caplog.records if r.levelno >= logging.WARNING]
+        raise AssertionError(f"{exc}; proxy {proxy.counts}; last errors {errors[-5:]}") from None
     finally:
         stop.set()
         thread.join(60)

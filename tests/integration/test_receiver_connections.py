@@ -102,6 +102,7 @@ def test_pipelined_requests_are_answered_a_few_at_a_time_and_none_is_lost(live):
     client.connect(("127.0.0.1", server.port))
     try:
         client.sendall(one * count)  # and read nothing for now
+        wait_until(lambda: len(_channels(server)) == 1, timeout=30, message="the connection accepted")
         [channel] = _channels(server)
         buffered = _steady(lambda: channel.total_outbufs_len)
         # Before: all 200+ answers were made at once, ~1 MB waiting in this one connection's buffers.

@@ -188,6 +188,27 @@ def test_ambiguous_framing_is_refused_and_the_connection_closed(live, spool_dir,
     assert spool_lines(spool_dir) == []
 
 
+CHUNK_LINES = {  # chunk-size line -> taken? (RFC 9112 section 7.1: size, extensions, CRLF; no bare LF)
+    b"7": True, b"07": True, b"7;x": True, b"7;x=y": True, b'7;x="q r"': True, b"7;a=1;b": True,
+    b"7\n": False, b"7;x\n": False, b"7;x=y\n": False, b"7\n7": False, b" 7": False, b"7 ": False,
+    b"7;": False, b"7;\nx": False, b"-7": False, b"0x7": False, b"": False,
+}
+
+
+@pytest.mark.parametrize("line", list(CHUNK_LINES), ids=[repr(line) for line in CHUNK_LINES])
+def test_a_chunk_size_line_is_exactly_size_extensions_crlf(live, spool_dir, line):
+    """waitress's checks ended in ``$``, which matches before a final LF: ``7;x\\n`` was a size."""
+    server = live()
+    response = exchange(server.port, _post_head("Transfer-Encoding: chunked") + line + b"\r\n" + EVENT
+                        + b"\r\n0\r\n\r\n")
+    if CHUNK_LINES[line]:
+        assert response.status == 201, response
+        assert len(spool_lines(spool_dir)) == 1
+    else:
+        assert response.status == 400, response
+        assert spool_lines(spool_dir) == []
+
+
 @pytest.mark.parametrize("version", ["1.2", "2.0", "0.9", None])
 @pytest.mark.parametrize("framing", ["Content-Length: 7", "Transfer-Encoding: chunked"])
 def test_http_versions_other_than_1_0_and_1_1_are_refused_and_closed(live, spool_dir, version, framing):

@@ -133,3 +133,81 @@ def test_one_part_per_writer_and_complete_lines(writers):
         append_all([(a, b"1\n"), (a, b"2\n")])
     with pytest.raises(ValueError):
         append_all([(a, b"no newline"), (writers("b"), b"1\n")])
+
+
+def _always(tmp_path, name: str) -> SpoolWriter:
+    return SpoolWriter(WriterConfig(tmp_path / name, "w", max_spool_bytes=1 << 30, min_free_bytes=0,
+                                    fsync=FsyncPolicy.ALWAYS))
+
+
+def test_a_failed_seal_fsync_of_one_part_while_another_part_is_syncing_is_never_a_success(tmp_path, monkeypatch):
+    """Route a's fsync is slow; meanwhile route b's segment is sealed and its fsync fails.
+
+    The request's part in b was never made durable: append_all must say "unknown"
+    (AppendUncertain), not return (a 201). Before append_all registered its parts,
+    b's poisoned range was forgotten at once (no registered waiter) and the wait on
+    b returned as if durable (found by the hostile review, F1).
+    """
+    a, b = _always(tmp_path, "a"), _always(tmp_path, "b")
+    try:
+        a.append(b'{"warm":"a"}\n')
+        b.append(b'{"warm":"b"}\n')
+        real_fdatasync, real_fsync = os.fdatasync, os.fsync
+        a_syncing, b_sealed = threading.Event(), threading.Event()
+
+        def fdatasync(fd):
+            if a._active is not None and fd == a._active.fd and not b_sealed.is_set():
+                a_syncing.set()
+                b_sealed.wait(10)
+            return real_fdatasync(fd)
+
+        def fsync(fd):
+            if b._active is not None and fd == b._active.fd:
+                raise OSError(errno.EIO, "Input/output error")
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(os, "fsync", fsync)
+
+        def seal_b():
+            assert a_syncing.wait(10)
+            b.seal()
+            b_sealed.set()
+
+        sealer = threading.Thread(target=seal_b)
+        sealer.start()
+        with pytest.raises(AppendUncertain, match="fsync failed"):
+            append_all([(a, b'{"n":1}\n'), (b, b'{"n":1}\n')], sync=True)
+        sealer.join(10)
+        assert b._commit.failure_count == 1
+        assert a._commit.registered_waits == 0 and b._commit.registered_waits == 0
+    finally:
+        monkeypatch.undo()
+        a.close()
+        b.close()
+
+
+def test_no_wait_is_left_registered_after_synced_requests_that_succeed_or_fail(tmp_path, monkeypatch):
+    """Every multi-route synced request ends its waits: none piles up (memory, and the poisoned-range scan)."""
+    a, b, c = _always(tmp_path, "a"), _always(tmp_path, "b"), _always(tmp_path, "c")
+    try:
+        for _ in range(200):
+            append_all([(a, b"1\n"), (b, b"2\n"), (c, b"3\n")])
+        failing = {"write": False}
+        real_write = os.write
+
+        def write(fd, data):
+            if failing["write"] and c._active is not None and fd == c._active.fd:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", write)
+        failing["write"] = True
+        with pytest.raises(AppendUncertain):  # a and b written and registered, then c refused
+            append_all([(a, b"1\n"), (b, b"2\n"), (c, b"3\n")])
+        for writer in (a, b, c):
+            assert writer._commit.registered_waits == 0
+    finally:
+        monkeypatch.undo()
+        for writer in (a, b, c):
+            writer.close()

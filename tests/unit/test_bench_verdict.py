@@ -192,7 +192,8 @@ def _script_figures() -> dict[str, dict]:
         "spool_append": spool_append.figures(100_000, 7, [1e6], [6e5], {"appends": 4000, "fsyncs_per_1000_appends": 150},
                                              {"fsyncs_per_1000_appends": 1000}),
         "receiver": receiver.figures(args, rounds, best, memory),
-        "tailer": tailer.figures(1_000_000, {"naive": contender, "plain": contender, "aggregated": contender}),
+        "tailer": tailer.figures(1_000_000, {"naive": contender, "plain": contender, "aggregated": contender},
+                                 200_000, {name: [{"cpu_seconds": 1.0}] * 3 for name in ("naive", "plain", "aggregated")}),
         "parse_memory": parse_memory.figures(
             [{"decode_estimate": 12, "decode_peak": 10, "serialize_estimate": 6, "serialize_peak": 5,
               "body_bytes": 1}] * 55, 4 * 2**20),

@@ -34,7 +34,7 @@ def test_a_large_request_that_does_not_fit_beside_others_gets_503_after_a_short_
         with pytest.raises(Unavailable) as busy:
             second.need(2 * MiB)
         assert busy.value.status == 503 and busy.value.headers()["Retry-After"] == "1"
-        assert "--max-parse-bytes" in busy.value.message
+        assert busy.value.details["written"] == "none" and "large requests" in busy.value.message
         assert second.reserved_bytes == 0 and budget.used_bytes == 3 * MiB
     with budget.hold() as third:
         third.need(4 * MiB)
