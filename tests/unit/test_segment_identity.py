@@ -177,6 +177,71 @@ def _checkpoint_inside_a_line(spool_dir):
     return sink, shipper, [lines], lines[11:]
 
 
+def _fixed_shape(tag: bytes, count: int) -> list[bytes]:
+    """Fixed-shape events: every line the same length, line 0 the same in every version."""
+    first = b'{"event":"heartbeat","host":"web-01","region":"eu-west-1","tenant":"acme","seq":0000}\n'
+    return [first] + [b'{"event":"heartbeat","host":"web-01","region":"eu-west-1","tenant":"%s","seq":%04d}\n'
+                      % (tag, i) for i in range(1, count)]
+
+
+def _shipped_not_deleted(spool_dir, old: list[bytes]):
+    """A sealed segment copied in, shipped and checkpointed, not deleted yet (the copy-in grace holds it)."""
+    path = spool_dir / f"{SID}.ndjson"
+    path.write_bytes(b"".join(old))
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, copy_in_grace_seconds=3600.0, quiet_seconds=3600.0)
+    size = path.stat().st_size
+    run_until(shipper, lambda: len(sink.accepted) == len(old) and read_checkpoint(spool_dir) == {SID: size})
+    return path, sink, shipper
+
+
+def _may_delete_soon(shipper) -> None:
+    shipper._tracker.identity.copy_in_grace_seconds = shipper._tracker.identity.quiet_seconds = 0.05
+
+
+def _rewritten_same_head_and_line_lengths(spool_dir):
+    """`cp new seg` over a shipped segment (same inode, O_TRUNC): same first line, lines of the same length,
+    so byte N-1 is a newline again (review 2, item 1b)."""
+    old, new = _fixed_shape(b"acme", 10), _fixed_shape(b"beta", 20)
+    path, sink, shipper = _shipped_not_deleted(spool_dir, old)
+    rewrite_in_place(path, b"".join(new))
+    _may_delete_soon(shipper)
+    return sink, shipper, [old, new], new
+
+
+def _rewritten_same_size_after_shipping(spool_dir):
+    """Shipped to its end, then rewritten with other lines of the same total size: the deletion must not
+    take it on the word of its inode and size."""
+    old, new = _fixed_shape(b"acme", 10), _fixed_shape(b"beta", 10)
+    path, sink, shipper = _shipped_not_deleted(spool_dir, old)
+    rewrite_in_place(path, b"".join(new))
+    _may_delete_soon(shipper)
+    return sink, shipper, [old, new], new
+
+
+def _restarted_after_replacement_same_head(spool_dir):
+    """Shipped and checkpointed, not deleted; replaced by a new inode with the same first line while the
+    tailer was down (review 2, item 1a)."""
+    old = _fixed_shape(b"acme", 10)
+    path, sink, first = _shipped_not_deleted(spool_dir, old)
+    first.close()
+    new = [old[0]] + lines_of("n", 30)
+    replace_file(path, b"".join(new))
+    sink.accepted.clear()
+    return sink, make_shipper(spool_dir, sink), [new], new
+
+
+def _restarted_after_rewrite_same_head(spool_dir):
+    """Shipped and checkpointed, not deleted; rewritten in place (same inode) with lines of the same length
+    while the tailer was down."""
+    old, new = _fixed_shape(b"acme", 10), _fixed_shape(b"beta", 20)
+    path, sink, first = _shipped_not_deleted(spool_dir, old)
+    first.close()
+    rewrite_in_place(path, b"".join(new))
+    sink.accepted.clear()
+    return sink, make_shipper(spool_dir, sink), [new], new
+
+
 CASES = {
     "copied in: empty at first, then growing": _copied_in,
     "replaced by a new inode, larger": _sealed_then(_replaced(120)),
@@ -187,6 +252,10 @@ CASES = {
     "rewritten in place, line ends where they were": _active_then(_rewritten(50, same_line_ends=True)),
     "truncated below the read offset, then grown": _active_then(_rewritten(10)),
     "checkpoint edited to point inside a line": _checkpoint_inside_a_line,
+    "rewritten in place, same first bytes and line lengths": _rewritten_same_head_and_line_lengths,
+    "rewritten in place to the same size after shipping": _rewritten_same_size_after_shipping,
+    "replaced while the tailer was down, same first bytes": _restarted_after_replacement_same_head,
+    "rewritten while the tailer was down, same first bytes and line lengths": _restarted_after_rewrite_same_head,
 }
 
 
@@ -280,3 +349,67 @@ def test_an_empty_sealed_segment_is_deleted_once_it_has_stayed_empty(spool_dir):
     runner.join(30)
     assert time.monotonic() - started >= 0.25, "deleted before it had stayed empty for the quiet period"
     assert result == [None]
+
+
+@pytest.mark.parametrize("identity", [
+    {"ino": 1, "head_bytes": 2**46, "head": "ab"},  # review 2, item 6: a MemoryError at every start
+    {"ino": 1, "head_bytes": 65, "head": "ab"},
+    {"ino": 1, "head_bytes": 64, "head": "ab", "tail": "cd"},  # a tail without the offset it was taken at
+    {"ino": 1, "head_bytes": 64, "head": "ab", "tail": 1, "tail_at": 3},
+    {"ino": 1, "head_bytes": 64, "head": "ab", "tail": "cd", "tail_at": -1},
+], ids=["head_bytes 2**46", "head_bytes 65", "tail without tail_at", "tail not a string", "tail_at -1"])
+def test_a_hand_edited_identity_out_of_range_is_refused(spool_dir, identity):
+    (spool_dir / CHECKPOINT_FILE).write_text(json.dumps(
+        {"version": 1, "segments": {SID: 3}, "identities": {SID: identity}}))
+    with pytest.raises(CheckpointCorrupt):
+        read_checkpoint(spool_dir)
+
+
+def test_the_checkpoint_records_a_hash_of_the_bytes_before_each_offset(spool_dir):
+    path, _, shipper = _shipped_not_deleted(spool_dir, _fixed_shape(b"acme", 10))
+    shipper.close()
+    identity = json.loads((spool_dir / CHECKPOINT_FILE).read_text())["identities"][SID]
+    assert identity["tail_at"] == path.stat().st_size and identity["tail"]
+
+
+def _wait_shipped(shipper, sink, spool_dir, path, count):
+    size = path.stat().st_size
+    run_until(shipper, lambda: len(sink.accepted) == count and read_checkpoint(spool_dir) == {SID: size})
+    deadline = time.monotonic() + 1.5  # past the grace and the /proc re-check interval: deletion is due
+    while time.monotonic() < deadline:
+        shipper.ship_once()
+        time.sleep(0.01)
+
+
+def test_a_file_copied_in_is_not_deleted_while_a_process_holds_it_open_for_writing(spool_dir):
+    """Review 2, item 2: `producer > spool/x.ndjson` pauses at a line end; its next lines must not go into an
+    unlinked inode."""
+    lines = lines_of("w", 10)
+    path = spool_dir / f"{SID}.ndjson"
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink)
+    with open(path, "wb", buffering=0) as producer:
+        producer.write(b"".join(lines[:5]))
+        _wait_shipped(shipper, sink, spool_dir, path, 5)
+        assert path.exists(), "deleted while a process still held it open for writing"
+        producer.write(b"".join(lines[5:]))
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sink.accepted == lines
+
+
+def test_a_file_copied_in_is_deleted_only_after_the_copy_in_grace(spool_dir):
+    """The producer closed the file between its pieces (or runs where /proc cannot see it): the grace holds."""
+    lines = lines_of("g", 10)
+    path = spool_dir / f"{SID}.ndjson"
+    path.write_bytes(b"".join(lines[:5]))
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, copy_in_grace_seconds=3600.0)
+    _wait_shipped(shipper, sink, spool_dir, path, 5)
+    assert path.exists(), "deleted before the copy-in grace"
+    with open(path, "ab") as producer:
+        producer.write(b"".join(lines[5:]))
+    shipper._tracker.identity.copy_in_grace_seconds = 0.05
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sink.accepted == lines

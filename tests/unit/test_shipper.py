@@ -189,7 +189,7 @@ def _close_shippers():
 def make_shipper(spool_dir, sink, *, ops=None, **overrides):
     settings = {"spool_dir": spool_dir, "stream": "s", "linger_seconds": 0.01, "checkpoint_interval_seconds": 0.0,
                 "poll_interval_seconds": 0.05, "max_backoff_seconds": 0.01, "permanent_retry_seconds": 0.01,
-                "quiet_seconds": 0.05}
+                "quiet_seconds": 0.05, "copy_in_grace_seconds": 0.05}
     settings.update(overrides)
     shipper = Shipper(TailerConfig(**settings), sink, ops=ops)
     _SHIPPERS.append(shipper)
