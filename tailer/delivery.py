@@ -8,9 +8,11 @@ what to do about it:
   without limit, with exponential backoff and full jitter up to ``--max-backoff``.
 - Permanent ones (no stream, access denied, a proxy's 404) are logged loudly
   (rate-limited) and retried every ``permanent_retry_seconds``; nothing is dropped.
-- ``RequestRejected``: the call is split in halves, each sent on its own; one
-  record alone that still fails the same way is the call's fault: permanent. It
-  is held out of the batch, which is handed back once everything else is in the
+- ``RequestRejected``: the call is split in halves, each sent on its own (after
+  ``LONE_REFUSALS_MAX`` lone refusals, each half after a backoff), until single
+  records remain; one record alone that still fails the same way is the call's
+  fault: permanent. It is held out of the batch (a record appended during the
+  delivery: the original record it came from), which is handed back once everything else is in the
   stream (``Batch.held``): the shipper acknowledges the rest and retries the held
   records every ``permanent_retry_seconds``, so one record no hop will pass (a
   proxy's 413) never holds back its neighbours.
@@ -123,17 +125,20 @@ class Delivery:
                     self._reject_record(batch, i, f"rejected by Kinesis: {exc}", work)
                 continue
             except RequestRejected as exc:
-                if len(group.indexes) > 1 and group.splitting and work.splitting:  # too big for a hop on the way?
+                if len(group.indexes) > 1:  # too big for a hop on the way? Halves until single records remain
                     self._metrics.failed_calls.labels("split").inc()
-                    work.split(group)
+                    if work.splitting:
+                        work.split(group)
+                    else:  # many lone refusals already: the path may refuse every call; split with a backoff
+                        work.split_later(group, self._backoff.delay(group.failures))
                     continue
-                group.splitting = False  # one record fails like the whole call: the call's fault, not the record's
-                if len(group.indexes) == 1:
-                    work.lone_refusals += 1
-                    work.splitting = work.lone_refusals < LONE_REFUSALS_MAX
+                # One record fails like the whole call: the call's fault, not the record's.
+                work.lone_refusals += 1
+                work.splitting = work.lone_refusals < LONE_REFUSALS_MAX
                 self._call_failed(exc, group, work)
-                work.hold(group)  # retried slowly by the shipper; its neighbours are acknowledged meanwhile
-                continue
+                if not work.hold(group):  # (never: every record has an original) retried slowly in this slot
+                    self._errors.error("hold", "a refused record could not be held out of its batch")
+                continue  # held: retried slowly by the shipper; its neighbours are acknowledged meanwhile
             except ShipError as exc:
                 self._call_failed(exc, group, work)
                 continue
@@ -220,7 +225,7 @@ class Delivery:
         if parts:
             log.warning("aggregated record rejected; sending its lines one by one",
                         extra={"lines": len(parts), "error": reason})
-            work.append(parts)
+            work.append(parts, origin=index)
             return
         attempt = 0
         while True:
@@ -246,7 +251,7 @@ class Delivery:
             self._metrics.misplaced.inc()
             log.info("aggregate landed on another shard than predicted; sending its misplaced lines again",
                      extra={"predicted": predicted, "landed": landed, "records": len(again)})
-            work.append([record for record, _ in again], [shard for _, shard in again])
+            work.append([record for record, _ in again], [shard for _, shard in again], origin=group[k])
 
     def _misplaced(self, record: Record, landed: str) -> list[tuple[Record, str | None]]:
         for attempt in range(MAP_REFRESH_ATTEMPTS):
