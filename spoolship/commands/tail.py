@@ -6,6 +6,7 @@ With ``--config`` it runs one shipping loop per route (tailer/fleet.py), each to
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -148,6 +149,14 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
             server.close()
         for sink in sinks:
             sink.close()
+    if code != 0:
+        # Given up at the drain timeout (the checkpoint is saved): a delivery thread still blocked (a hung
+        # credential fetch, a call no deadline reaches) must not hold the exit — sys.exit's atexit hook of
+        # concurrent.futures would join it. Flush the logs, then leave at once.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
