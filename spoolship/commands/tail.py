@@ -41,6 +41,7 @@ from ..params import COMMAND_SETTINGS, DURATION, SIZE, option
 __all__ = ["tail"]
 
 log = logging.getLogger(__name__)
+HEALTH_MARGIN_SECONDS = 15.0
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
@@ -131,7 +132,10 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
     first = configs[0]
     server = None
     if first.metrics_port is not None:
-        server = MetricsServer([loop.shipper.metrics for loop in loops], first.metrics_host, first.metrics_port)
+        # /healthz: a loop that has not turned for longer than a call may take (plus a margin) is stalled.
+        stale = max(c.call_deadline_seconds for c in configs) + HEALTH_MARGIN_SECONDS
+        server = MetricsServer([loop.shipper.metrics for loop in loops], first.metrics_host, first.metrics_port,
+                               stale_seconds=stale)
         log.info("metrics listening", extra={"host": first.metrics_host, "port": server.port})
     stop = threading.Event()
     fleet = Fleet(loops)

@@ -69,3 +69,28 @@ def test_the_drain_timeout_holds_while_sts_trickles_its_answer(moto, spool_dir):
         sts.close()
     assert code == 1, "gave up at the drain timeout with data left"
     assert took < 2 + 5 + 4, f"exited {took:.1f} s after SIGTERM with --drain-timeout 2"
+
+
+def test_a_trickled_list_shards_neither_wedges_the_loop_nor_the_exit(moto, spool_dir):
+    """Review 2, item 5: with --aggregate and per-line keys the first ListShards ran on the loop's thread
+    with no deadline: nothing shipped, SIGTERM ignored. Now it ends at the call deadline, lines are grouped
+    per key meanwhile, and the exit keeps to the drain timeout."""
+    from tests.servers.fault_proxy import FaultProxy
+
+    stream = moto.create_stream(shards=2)
+    lines = write_segments(spool_dir, "w", 50)
+    proxy = FaultProxy(moto.port)
+    proxy.trickle_targets = ("ListShards",)
+    try:
+        tailer = start_tailer(spool_dir, stream, proxy.endpoint, "--aggregate", "--partition-key", "hash",
+                              "--drain-timeout", "2", "--call-deadline", "3")
+        deadline = time.monotonic() + 60
+        while len(moto.read_lines(stream)) < len(lines) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sorted(moto.read_lines(stream)) == sorted(lines), "shipped while ListShards trickles"
+        started = time.monotonic()
+        tailer.stop(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert took < 2 + 5 + 4, f"exited {took:.1f} s after SIGTERM with --drain-timeout 2"
