@@ -213,7 +213,8 @@ class SegmentIdentity:
                 return False
             progress.kept_for_copy_in = False
             return True
-        if time.time() - max(st.st_mtime, st.st_ctime) < max(self.quiet_seconds, self.copy_in_grace_seconds):
+        progress.kept_until = max(st.st_mtime, st.st_ctime) + max(self.quiet_seconds, self.copy_in_grace_seconds)
+        if time.time() < progress.kept_until:
             return False
         now = time.monotonic()
         if now - self._writer_checked.get(progress.segment_id, float("-inf")) < writers_open.CHECK_EVERY_SECONDS:

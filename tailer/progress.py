@@ -44,6 +44,7 @@ class SegmentProgress:
     resync: bool = False  # acked came from a checkpoint: if it is inside a line, skip to the next one
     seen_active: bool = False  # listed while a spool writer still wrote it
     kept_for_copy_in: bool = False  # shipped and checkpointed; not deleted yet: it may still be copied in
+    kept_until: float = 0.0  # wall time its copy-in grace ends (may end later: a writer still holds it)
     size_seen: int = 0  # the largest size read from the open file (listings may be older)
 
     @property

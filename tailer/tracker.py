@@ -72,14 +72,15 @@ class SegmentTracker:
             return False
         seen = set()
         for segment in segments:
-            if segment.state is SegmentState.ORPHANED:
+            orphan = segment.state is SegmentState.ORPHANED
+            if orphan:
                 segment = self._seal_orphan(segment)
                 if segment is None:
                     continue
             seen.add(segment.segment_id)
             progress = self.progress.get(segment.segment_id)
             if progress is None:
-                self._track(segment)
+                self._track(segment, seen_active=orphan)  # an orphan was a writer's (.active, writer gone)
                 continue
             if segment.ino and progress.ino and segment.ino != progress.ino:
                 self.identity.replaced(progress, "new_inode", segment.ino)
@@ -124,10 +125,10 @@ class SegmentTracker:
             log.error("segment vanished before it was shipped", extra={
                 "segment": segment_id, "bytes_unshipped": progress.segment.size - progress.acked})
 
-    def _track(self, segment: Segment) -> None:
+    def _track(self, segment: Segment, *, seen_active: bool = False) -> None:
         acked = self._carried.pop(segment.segment_id, 0)  # the last checkpoint saved
         progress = SegmentProgress(segment, acked=0, read=0, ino=segment.ino,
-                                   seen_active=segment.state is not SegmentState.SEALED)
+                                   seen_active=seen_active or segment.state is not SegmentState.SEALED)
         if not self.identity.adopt(progress, self._carried_ids.pop(segment.segment_id, None), acked) and acked:
             self.identity.replaced(progress, "new_inode", segment.ino)
             acked = 0
@@ -269,13 +270,15 @@ class SegmentTracker:
 
     # -- state -------------------------------------------------------------------------------
 
-    def is_empty(self) -> bool:
+    def is_empty(self, *, leave_copy_ins_after: float | None = None) -> bool:
         """Nothing tracked, nothing carried, no segment file left (and we could look) — but for segments
-        shipped and checkpointed that are only kept because they may still be copied in (a drain leaves
-        them: the next start deletes them, or ships what was added)."""
+        shipped and checkpointed that are only kept because they may still be copied in, until at least
+        ``leave_copy_ins_after`` (wall time; a drain whose deadline comes first leaves them: the next start
+        deletes them, or ships what was added; --exit-when-empty waits for them)."""
         saved = self._store.offsets
-        kept = {sid for sid, p in self.progress.items()
-                if p.kept_for_copy_in and p.is_done() and saved.get(sid) == p.segment.size}
+        kept = {sid for sid, p in self.progress.items() if leave_copy_ins_after is not None
+                and p.kept_for_copy_in and p.kept_until >= leave_copy_ins_after
+                and p.is_done() and saved.get(sid) == p.segment.size}
         if len(kept) < len(self.progress) or self._carried or self.dirty:
             return False
         segments = self._io.run("list", "", self._io.ops.list_segments, self._dir, probe=False)
