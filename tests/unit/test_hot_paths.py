@@ -1,0 +1,93 @@
+"""The request path's fast forms give the same answers as the plain forms they replace (issue 16).
+
+Each fast path (ids encoded a run at a time, nesting checked a level at a time in C,
+the parse-cost counts taken from the body with every other byte deleted, stamps set
+by C loops) is checked against the straightforward code over drawn inputs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from receiver.body import _depth_exceeds, _nesting_within
+from receiver.cost import ParseCost
+from receiver.stamping import (
+    _RANDOM_BITS,
+    _RANDOM_MASK,
+    IdGenerator,
+    Stamping,
+    encode_id,
+    encode_run,
+    serialize_events,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=2), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(st.integers(0, 2**48 - 1), st.integers(0, _RANDOM_MASK) | st.integers(_RANDOM_MASK - 600, _RANDOM_MASK),
+       st.integers(1, 700))
+def test_a_run_of_ids_is_each_id_encoded_alone(ms, first, count):
+    expected = [encode_id((ms << _RANDOM_BITS) | ((first + i) & _RANDOM_MASK)) for i in range(count)]
+    assert encode_run(ms, first, count) == expected
+
+
+@settings(max_examples=500)
+@given(st.lists(st.dictionaries(st.text(max_size=2), json_values, max_size=4), min_size=1, max_size=5),
+       st.integers(0, 8))
+def test_nesting_a_level_at_a_time_agrees_with_the_recursive_check(events, max_depth):
+    assert _nesting_within(events, max_depth) == (not any(_depth_exceeds(e, max_depth) for e in events))
+
+
+def test_deep_nesting_is_found_at_exactly_the_limit():
+    event = {"a": 1}
+    for _ in range(9):
+        event = {"n": [event]}  # 1 + 9 * 2 levels
+    assert _nesting_within([event], 19) and not _nesting_within([event], 18)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.integers(300_000, 700_000))
+def test_large_pieces_are_counted_exactly(seed, size):
+    """Pieces longer than one counting slice: the counts are those of bytes.count over the whole."""
+    body = (seed * (size // len(seed) + 1))[:size]
+    cost = ParseCost()
+    cost.add(body)
+    assert cost.containers == body.count(b"{") + body.count(b"[")
+    assert (cost.values, cost.keys, cost.quotes, cost.lines) == (
+        body.count(b","), body.count(b":"), body.count(b'"'), body.count(b"\n"))
+    assert cost.wide == (not body.isascii() or b"\\u" in body)
+
+
+def _child_ids(ids: IdGenerator, now_ms: int, out) -> None:
+    out.put(ids.new_ids(3, now_ms))
+
+
+def test_a_forked_worker_never_draws_its_parents_ids():
+    ids = IdGenerator()
+    ids.new_ids(1, 1)  # the generator is in use before the fork, as in a pre-forking server
+    queue = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_child_ids, args=(ids, 2, queue))
+    child.start()
+    theirs = queue.get(timeout=30)
+    child.join(30)
+    assert not set(theirs) & set(ids.new_ids(3, 2))
+
+
+def test_a_batch_keeps_client_ids_and_stamps_every_event_once():
+    events = [{"n": 0}, {"n": 1, "_id": "mine"}, {"n": 2, "_received_at": "old"}, {"n": 3}]
+    out = serialize_events(events, Stamping(), IdGenerator(), 1000, context={"ip": "10.0.0.1"})
+    lines = [orjson.loads(line) for line in bytes(out).splitlines()]
+    assert [line["n"] for line in lines] == [0, 1, 2, 3]
+    assert lines[1]["_id"] == "mine"
+    assert len({line["_id"] for line in lines}) == 4
+    assert len({line["_received_at"] for line in lines}) == 1 and lines[2]["_received_at"] != "old"
+    assert all(line["ip"] == "10.0.0.1" for line in lines)
+    assert list(lines[2]) == ["n", "_received_at", "_id", "ip"]  # an existing key keeps its place
