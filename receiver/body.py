@@ -95,7 +95,7 @@ def read_events(raw: bytes, content_encoding: str | None, kind: str, limits: Bod
         counted(raw)
         body = raw
     del raw
-    events = parse_events(body, kind, limits)
+    events = parse_events(body, kind, limits, containers=cost.containers if not cost.unscanned else None)
     return events, cost
 
 
@@ -168,8 +168,13 @@ def _inflate(raw: bytes, limits: BodyLimits, on_piece: Callable[[bytes], None]) 
         view.release()  # the caller may free raw now
 
 
-def parse_events(body: bytes | bytearray, kind: str, limits: BodyLimits) -> list[dict]:
-    """Parse the body into a non-empty list of JSON objects."""
+def parse_events(body: bytes | bytearray, kind: str, limits: BodyLimits, *, containers: int | None = None) -> list[dict]:
+    """Parse the body into a non-empty list of JSON objects.
+
+    ``containers``: the body's ``{`` and ``[`` bytes, if counted (:class:`~receiver.cost.ParseCost`).
+    Every event takes one, so an event can nest at most ``containers - events + 1`` deep (a
+    bracket inside a string only raises the count): within ``max_depth``, nothing is looked at.
+    """
     if not body or body.isspace():
         raise BadRequest("body is empty: send a JSON object, an array of objects, or NDJSON")
     if kind in _NDJSON_ALIASES:
@@ -193,7 +198,8 @@ def parse_events(body: bytes | bytearray, kind: str, limits: BodyLimits) -> list
         errors = [{"index": i, "message": f"event must be a JSON object, not {_json_type(events[i])}"}
                   for i in islice(not_objects, MAX_REPORTED_ERRORS)]
         raise BadRequest("every event must be a JSON object", errors=errors)
-    _check_depth(events, limits.max_depth)
+    if containers is None or containers - len(events) + 1 > limits.max_depth:
+        _check_depth(events, limits.max_depth)
     return events
 
 

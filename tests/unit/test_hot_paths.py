@@ -10,11 +10,14 @@ from __future__ import annotations
 import multiprocessing
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receiver.body import _depth_exceeds, _nesting_within
+from receiver.body import BodyLimits, _depth_exceeds, _nesting_within, read_events
+from receiver.budget import MemoryBudget
 from receiver.cost import ParseCost
+from receiver.errors import BadRequest
 from receiver.stamping import (
     _RANDOM_BITS,
     _RANDOM_MASK,
@@ -26,7 +29,7 @@ from receiver.stamping import (
 )
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=3),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=2), inner, max_size=4),
     max_leaves=30,
 )
@@ -91,3 +94,20 @@ def test_a_batch_keeps_client_ids_and_stamps_every_event_once():
     assert len({line["_received_at"] for line in lines}) == 1 and lines[2]["_received_at"] != "old"
     assert all(line["ip"] == "10.0.0.1" for line in lines)
     assert list(lines[2]) == ["n", "_received_at", "_id", "ip"]  # an existing key keeps its place
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=2), json_values, max_size=4), min_size=1, max_size=5),
+       st.integers(1, 8), st.sampled_from(["", "[[{", "}]"]))
+def test_a_counted_body_skips_the_nesting_check_only_when_no_event_can_be_too_deep(events, max_depth, noise):
+    """Bodies long enough to be counted (so ``containers`` is known), brackets inside strings too."""
+    events = [{**event, "pad": noise + "x" * 2100} for event in events]
+    body = orjson.dumps(events)
+    limits = BodyLimits(max_inflated_bytes=10**7, max_event_bytes=10**7, max_events=100, max_depth=max_depth)
+    too_deep = any(_depth_exceeds(e, max_depth) for e in events)
+    with MemoryBudget(10**9).hold() as hold:
+        if too_deep:
+            with pytest.raises(BadRequest, match="nesting"):
+                read_events(body, None, "application/json", limits, hold)
+        else:
+            assert read_events(body, None, "application/json", limits, hold)[0] == events
