@@ -8,7 +8,9 @@ numeric order, so ids sort as strings.
 
 :func:`serialize_events` stamps a request's events and writes them as the
 spool's NDJSON, checking each event's size; its output is reported as it grows
-so that the request's memory hold covers it.
+so that the request's memory hold covers it. A batch whose events hold no stamp
+field yet gets the stamps written into its lines instead of its dicts
+(receiver/stamped_lines.py): the same bytes, a third of the work.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from operator import not_, setitem
 import orjson
 
 from .errors import TooLarge
+from .stamped_lines import serialize_spliced
 
 __all__ = ["IdGenerator", "Stamping", "encode_id", "encode_run", "format_received_at", "serialize_events",
            "serialize_routed"]
@@ -173,6 +176,19 @@ def serialize_events(events: list[dict], stamping: Stamping, ids: IdGenerator, m
     ``on_growth(bytes so far)`` is called as the output grows (it may raise).
     ``context``: fields stamped into every event (receiver/context.py).
     """
+    if stamping.enabled and not context and len(events) > 1:
+        now_ms = time.time_ns() // 1_000_000  # one clock reading for the ids and the receive time
+        spliced = serialize_spliced(events, stamping.id_field, stamping.received_at_field,
+                                    format_received_at(now_ms), lambda count: ids.new_ids(count, now_ms),
+                                    max_event_bytes, on_growth)
+        if spliced is not None:
+            return spliced
+    return _stamp_and_serialize(events, stamping, ids, max_event_bytes, on_growth, context)
+
+
+def _stamp_and_serialize(events: list[dict], stamping: Stamping, ids: IdGenerator, max_event_bytes: int,
+                         on_growth: Callable[[int], None] | None, context: dict | None) -> bytes | bytearray:
+    """The general path of :func:`serialize_events`: stamp the dicts, then serialize them."""
     _stamp(events, stamping, ids, context)
     if len(events) == 1:  # one event (a beacon, or one large event): its line is the output, not copied
         line = orjson.dumps(events[0], option=_APPEND_NEWLINE)

@@ -8,6 +8,7 @@ by C loops) is checked against the straightforward code over drawn inputs.
 from __future__ import annotations
 
 import multiprocessing
+from unittest import mock
 
 import orjson
 import pytest
@@ -18,13 +19,16 @@ from receiver.body import BodyLimits, _depth_exceeds, _nesting_within, read_even
 from receiver.budget import MemoryBudget
 from receiver.cost import ParseCost
 from receiver.errors import BadRequest
+from receiver.stamped_lines import serialize_spliced
 from receiver.stamping import (
     _RANDOM_BITS,
     _RANDOM_MASK,
     IdGenerator,
     Stamping,
+    _stamp_and_serialize,
     encode_id,
     encode_run,
+    format_received_at,
     serialize_events,
 )
 
@@ -111,3 +115,41 @@ def test_a_counted_body_skips_the_nesting_check_only_when_no_event_can_be_too_de
                 read_events(body, None, "application/json", limits, hold)
         else:
             assert read_events(body, None, "application/json", limits, hold)[0] == events
+
+
+class CountingIds(IdGenerator):
+    """Ids 0, 1, 2, … of a fixed millisecond: two serializations of the same events compare byte for byte."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next = 0
+
+    def new_ids(self, count: int, now_ms: int) -> list[str]:
+        first, self.next = self.next, self.next + count
+        return encode_run(1_700_000_000_000, first, count)
+
+
+plain_events = st.lists(st.dictionaries(st.text(max_size=4).filter(lambda k: k not in ("_id", "at")), json_values,
+                                        min_size=1, max_size=4), min_size=2, max_size=600)
+
+
+@settings(max_examples=150, deadline=None)
+@given(plain_events, st.sampled_from([("_id", "_received_at"), ("id", "at"), ('q"\u00e9', "\\t")]))
+def test_spliced_stamps_are_the_bytes_of_stamped_dicts(events, fields):
+    """Byte for byte what stamping the dicts and serializing them gives (the same ids and time)."""
+    stamping = Stamping(True, *fields)
+    events = [event for event in events if fields[0] not in event and fields[1] not in event] or [{"a": 1}, {"b": 2}]
+    received_at = format_received_at(1_700_000_000_123)
+    copies = orjson.loads(orjson.dumps(events))
+    ids = CountingIds()
+    spliced = serialize_spliced(events, fields[0], fields[1], received_at, lambda count: ids.new_ids(count, 0), 10**6)
+    assert events == copies, "the events themselves are never modified"
+    with mock.patch("time.time_ns", return_value=1_700_000_000_123 * 1_000_000):
+        general = _stamp_and_serialize(copies, stamping, CountingIds(), 10**6, None, None)
+    assert bytes(spliced) == bytes(general)
+
+
+@pytest.mark.parametrize("events", [[{"a": 1}, {}], [{"a": 1}, {"_id": "x"}], [{"_received_at": "t"}, {"a": 1}],
+                                    [{"a": 1}, {"big": "x" * 2000}]])
+def test_what_splicing_does_not_cover_is_left_to_the_general_path(events):
+    assert serialize_spliced(events, "_id", "_received_at", "t", lambda count: ["0" * 26] * count, 2000) is None
