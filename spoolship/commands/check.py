@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from spooler.layout import describe_strays, stray_dirs
+
 from ..config_file import ConfigError, load_plan
 from ..params import COMMAND_SETTINGS, option
 from ..plan import BadPlan, Plan
@@ -27,10 +29,17 @@ def check(config_file: Path, spool_dir: Path | None, as_json: bool) -> None:
         plan = load_plan(config_file, spool_dir)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    strays = stray_dirs(plan.spool_dir, [r.spool_dir for r in plan.every_route]) if spool_dir else []
     if as_json:
-        click.echo(json.dumps(plan.to_dict(), indent=2))
+        click.echo(json.dumps({**plan.to_dict(), "strays": [
+            {"path": str(d.path), "segments": d.segments, "bytes": d.bytes} for d in strays]}, indent=2))
         return
     click.echo("\n".join(describe_plan(plan)))
+    if strays:
+        click.echo(f"warning: segments outside every route's spool (the layout changed): "
+                   f"{describe_strays(plan.spool_dir, strays)}; `tail` ships them to the default route's "
+                   f"destination ({plan.default}); keep the old route in the file instead to ship them to its "
+                   "destination (docs/deploy.md, \"Changing the spool layout\")")
 
 
 def describe_plan(plan: Plan) -> list[str]:

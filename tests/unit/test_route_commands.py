@@ -84,3 +84,22 @@ def test_a_token_bucket_allows_a_burst_then_its_rate():
     assert sum(bucket.take() for _ in range(20)) == 5, "never more than its capacity saved up"
     big = TokenBucket(1024, capacity=10_000, clock=lambda: now[0])
     assert big.take(9000) and not big.take(2000), "a large item passes once the bucket is full"
+
+
+def test_status_and_check_show_segments_outside_every_route(config, tmp_path):
+    """Routes review, finding 1: the single-route layout's root segments and a removed route's directory
+    are listed (before the fix: "no spool yet" and "valid", nothing else)."""
+    spool = tmp_path / "spool"
+    write_segments(spool, "old-pod_w0", 20)
+    write_segments(spool / "gone", "old-pod_w0", 5)
+    table = CliRunner().invoke(main, ["status", "--config", str(config)])
+    assert table.exit_code == 0, table.output
+    assert "segments outside every configured spool" in table.output
+    assert "stray.root" in table.output and "stray.gone" in table.output
+    doc = json.loads(CliRunner().invoke(main, ["status", "--config", str(config), "--json"]).output)
+    assert doc["stray.root"]["bytes_behind"] > 0 and doc["stray.gone"]["bytes_behind"] > 0
+    one = json.loads(CliRunner().invoke(main, ["status", "--spool-dir", str(spool), "--json"]).output)
+    assert list(one["strays"]) == ["stray.gone"]
+    checked = CliRunner().invoke(main, ["check", "--config", str(config), "--spool-dir", str(spool)])
+    assert checked.exit_code == 0, checked.output
+    assert f"{spool} (the spool root): 1 segment" in checked.output and f"{spool / 'gone'}: 1 segment" in checked.output
