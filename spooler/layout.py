@@ -24,7 +24,7 @@ from pathlib import Path
 from .deadletter import DEAD_LETTER_DIR
 from .naming import parse_segment_name
 
-__all__ = ["SegmentDir", "describe_strays", "segment_dirs", "stray_dirs"]
+__all__ = ["SegmentDir", "describe_strays", "segment_dirs", "stray_dirs", "volume_bytes"]
 
 # Never a spool: dead letters are not segments; lost+found is the file system's.
 _NOT_SPOOLS = {DEAD_LETTER_DIR, "lost+found"}
@@ -83,3 +83,15 @@ def describe_strays(root: Path, strays: list[SegmentDir]) -> str:
 
 def _resolved(path: Path) -> Path:
     return Path(os.path.realpath(path))
+
+
+def volume_bytes(path: Path) -> int:
+    """The size of the file system that holds ``path``, or will once it is created (its nearest existing
+    ancestor's): what the routes' caps must fit in."""
+    for candidate in (Path(path), *Path(path).absolute().parents):
+        try:
+            st = os.statvfs(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        return st.f_blocks * st.f_frsize
+    raise FileNotFoundError(path)
