@@ -240,9 +240,22 @@ def test_rescue_rbac_is_least_privilege_and_only_the_rescue_has_a_token(rendered
     guarded = {(rule["resources"][0], op) for p in policies.values()
                for rule in p["spec"]["matchConstraints"]["resourceRules"] for op in rule["operations"]}
     assert {("jobs", "CREATE"), ("jobs", "DELETE"), ("persistentvolumeclaims", "UPDATE")} <= guarded
-    bound = {o["spec"]["policyName"] for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"
-             and o["spec"]["validationActions"] == ["Deny"] and "paramRef" not in o["spec"]}
-    assert bound == set(policies), "every policy enforced; no param that could be missing"
+    bindings = [o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"
+                and o["spec"]["validationActions"] == ["Deny"]]
+    assert {b["spec"]["policyName"] for b in bindings} == set(policies), "every policy enforced"
+    namespace = workload(objects)["metadata"]["namespace"]
+    configmaps = {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"}
+    for b in bindings:  # one install's: a param that could be missing refuses only the rescue, only here
+        assert b["spec"]["matchResources"]["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": namespace}}, overlay
+        if "paramRef" in b["spec"]:
+            ref = b["spec"]["paramRef"]
+            assert ref["namespace"] == namespace and ref["name"] in configmaps, (overlay, ref)
+            assert ref["parameterNotFoundAction"] == "Deny"
+    for p in policies.values():
+        assert p["spec"]["matchConstraints"]["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": namespace}}, overlay
+        assert p["metadata"]["name"].endswith(f".{namespace}"), overlay
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     [binding] = [o for o in objects if o["kind"] == "RoleBinding"]
     [cron] = [o for o in objects if o["kind"] == "CronJob"]
