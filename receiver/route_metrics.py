@@ -22,6 +22,9 @@ class RouteMetrics:
                                        "Events written to each route's spool", ["route"], registry=r)
         self.spool_bytes = Gauge("spoolship_receiver_route_spool_bytes", "Bytes in each route's spool",
                                  ["route"], multiprocess_mode="livemax", registry=r)
+        self.max_spool_bytes = Gauge("spoolship_receiver_route_max_spool_bytes",
+                                     "Each route's cap (its max_spool_bytes): compare route_spool_bytes with it",
+                                     ["route"], multiprocess_mode="livemax", registry=r)
         self.route_ready = Gauge("spoolship_receiver_route_ready",
                                  "1 while a route's spool takes appends (0: full or unwritable)", ["route"],
                                  multiprocess_mode="livemin", registry=r)
