@@ -146,9 +146,27 @@ class Plan:
         return TailerConfig(spool_dir=route.spool_dir, stream=destination.stream, destination=destination.kind,
                             route=route.name, **settings)
 
-    def tailer_configs(self, only: tuple[str, ...] = (), **common) -> list[TailerConfig]:
+    def tailer_configs(self, only: tuple[str, ...] = (), role: dict | None = None, **common) -> list[TailerConfig]:
+        """Every chosen route's loop. ``role``: the command line's AssumeRole flags (external_id,
+        role_session_name, sts_endpoint_url), applied to every loop that assumes a role (its destination's
+        role_arn, or --role-arn in ``common``), under the destination's own values; a ValueError names the
+        route (a flag that cannot apply to one loop says which)."""
         chosen = [r for r in self.every_route if not only or r.name in only]
-        return [self.tailer_config(route, **common) for route in chosen]
+        configs = []
+        for route in chosen:
+            settings = dict(common)
+            if role and (common.get("role_arn") or self.destinations[route.destination].settings.get("role_arn")):
+                settings.update(role)
+            try:
+                configs.append(self.tailer_config(route, **settings))
+            except ValueError as exc:
+                raise ValueError(f"route {route.name} ({self.destinations[route.destination].describe()}): "
+                                 f"{exc}") from None
+        return configs
+
+    def assumes_a_role(self, only: tuple[str, ...] = ()) -> bool:
+        return any(self.destinations[r.destination].settings.get("role_arn")
+                   for r in self.every_route if not only or r.name in only)
 
     def to_dict(self) -> dict:
         def route_doc(route: RoutePlan) -> dict:

@@ -187,10 +187,14 @@ def _configs(ctx: click.Context, config_file: Path | None, routes: tuple[str, ..
         unknown = sorted(set(routes) - {route.name for route in plan.every_route})
         if unknown:
             raise click.UsageError(f"--route {', '.join(unknown)}: not a route of {config_file}")
-        if role["role_arn"] is None:
-            role = {}
-        common = {**options, **{k: v for k, v in role.items() if v is not None}}
-        chosen = plan.tailer_configs(routes, **common)
+        common = {**options, **({"role_arn": role["role_arn"]} if role["role_arn"] else {})}
+        given = {k: v for k, v in role.items() if k != "role_arn" and v is not None
+                 and ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
+        if given and not role["role_arn"] and not plan.assumes_a_role(routes):
+            flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+            raise click.UsageError(f"{flags}: no route of {config_file} assumes a role (no destination sets "
+                                   "role_arn) and no --role-arn is given")
+        chosen = plan.tailer_configs(routes, role=given, **common)
         default = next((c for c in chosen if c.route == plan.default), None)
         strays = Strays(plan.spool_dir, [r.spool_dir for r in plan.every_route], _archives(options),
                         ships_strays=default is not None)
@@ -212,3 +216,5 @@ def _open_sink(config: TailerConfig):
         raise click.UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION") from None
     except BotoCoreError as exc:
         raise click.ClickException(f"cannot set up the {config.destination} client: {exc}") from None
+    except ValueError as exc:  # e.g. --role-arn without source credentials: a usage error (exit 2), named
+        raise click.UsageError(f"route {config.route}: {exc}" if config.route != "default" else str(exc)) from None
