@@ -24,6 +24,7 @@ from tests.integration.test_deploy import (
     OVERLAYS,
     ROOT,
     matches,
+    container,
     planned_drain_job,
     render,
     workload,
@@ -390,3 +391,20 @@ def test_the_runbooks_selectors_find_the_rescue_and_drain_jobs():
         assert hits, f"docs/deploy.md: `get jobs -l {selector}` finds no Job"
         found |= hits
     assert found == {"rescue", "drain"}
+
+
+def test_the_tailers_memory_limit_is_checked_against_its_routes():
+    """Routes review, finding 10: the tailer's limit was sized for one loop (~30 MiB more per route). The
+    memory check of test_deploy.py counts the routes of the mounted config file."""
+    from tests.integration.test_deploy import quantity_bytes, tailer_memory_needed, tailer_routes
+
+    objects = multi_route(render("overlays/production"))
+    routes_file = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(
+        "spoolship-routes"))
+    routes_file["data"]["routes.toml"] = "".join(f"[routes.r{i}]\ndestination = 'd'\n" for i in range(8))
+    assert tailer_routes(objects) == 8
+    limit = quantity_bytes(container(workload(objects)["spec"]["template"]["spec"], "tailer")["resources"]["limits"]
+                           ["memory"])
+    assert limit < tailer_memory_needed(objects), "8 routes do not fit the shipped 256Mi: the check must say so"
+    routes_file["data"]["routes.toml"] = "[routes.a]\ndestination = 'd'\n[routes.bad]\ndestination = 'd'\n"
+    assert limit >= tailer_memory_needed(objects), "two routes fit"
