@@ -723,3 +723,12 @@ def test_containerfile_runs_spoolship_as_non_root_without_build_tools():
     assert "COPY --from=build" in final
     # The entrypoint plus the pods' args are commands the real CLI has.
     assert json.loads(re.search(r"^CMD\s+(.+)$", final, flags=re.M).group(1)) == ["--help"]
+
+
+def test_an_outage_does_not_block_node_drains(rendered):
+    """Routes review, 13: in an outage every pod is unready, so a PDB counting them allowed no disruption and
+    blocked every node drain; an unready ingest pod may be evicted (its claim stays)."""
+    overlay, objects = rendered
+    [pdb] = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", overlay
+    assert pdb["spec"]["maxUnavailable"] == 1
