@@ -327,6 +327,19 @@ def multi_route(objects: list[dict]) -> list[dict]:
     return objects
 
 
+def test_an_empty_configmap_value_is_admitted_as_the_api_server_stores_it():
+    """The API server drops an env var's empty `value` (omitempty): the pin must accept that, not only the
+    literal "" the rescue sends."""
+    objects = render("overlays/production")
+    name = next(s["configMapRef"]["name"] for s in container(workload(objects)["spec"]["template"]["spec"],
+                                                             "tailer")["envFrom"])
+    next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name)["data"]["SPOOLSHIP_X"] = ""
+    job = planned_drain_job(objects)
+    stored = next(e for e in tailer(job)["env"] if e["name"] == "SPOOLSHIP_X")
+    stored.pop("value")
+    assert admission(objects)("jobs", "CREATE", job) == []
+
+
 def test_the_drain_job_of_a_multi_route_pod_is_admitted(rendered):
     """Before: 'a drain Job mounts its spool claim and emptyDirs, nothing else' refused every drain of the
     documented multi-route pod, so every scale-down stranded its claims."""
