@@ -559,7 +559,9 @@ def check_container_args(c: dict, pod: dict, configmaps: dict, objects: list[dic
     """Run the container's args through the real command's parser, with its env and mounted files."""
     mirrors = mirror_volumes(pod, configmaps, objects, root)
     env = container_env(c, configmaps)
-    saved = {k: v for k, v in os.environ.items() if k.startswith("SPOOLSHIP_")}
+    # Every variable the container sets is put back as it was afterwards (the dev ConfigMap's AWS_* keys
+    # too: popping them left the rest of the session without the test credentials conftest.py set).
+    saved = {k: v for k, v in os.environ.items() if k.startswith("SPOOLSHIP_") or k in env}
     for key in saved:
         del os.environ[key]
     os.environ.update(env)
