@@ -112,7 +112,7 @@ def routed_metrics(moto, root: Path) -> list[str]:
     write_torn_segment(spool / "clicks")  # a dead letter of the clicks route
     config = root / "routes.toml"
     config.write_text(ROUTES.format(spool=spool, stream=moto.create_stream(shards=1), endpoint=moto.endpoint))
-    receiver, url = start_receiver(spool, "--config", str(config), "--invalid", "keep")
+    receiver, url = start_receiver(spool, "--config", str(config), "--invalid", "keep", "--workers", "2")
     try:
         wait_until(lambda: status_of(url + "/readyz") == 200, 30, message="routed receiver ready")
         events = [{"type": "click", "n": 1}, {"type": "page", "n": 2}]
