@@ -8,6 +8,12 @@ throttled only makes its own loop wait: nothing the loops share (the process's
 CPU, the metrics registry, the log) is held while a loop waits. SIGTERM drains
 every loop at once, each within ``--drain-timeout``.
 
+A loop that finished with 0 (``--exit-when-empty``: its spool is drained; a stray
+directory shipped) is healthy, not stalled: the fleet keeps its heartbeat fresh
+while the other loops work, so ``/healthz`` (every loop fresh) does not fail,
+and the kubelet does not kill a drain Job still shipping another route (routes
+review, finding 4).
+
 The exit code is the worst of the loops' (0: drained). A loop that dies of a bug
 stops the others and the process exits 1, so that the pod restarts, instead of
 leaving one route silently unshipped.
@@ -56,6 +62,7 @@ class Fleet:
             for loop in self.loops:
                 while loop.thread.is_alive():
                     loop.thread.join(0.5)
+                    self._beat_for_finished()
                     if failed.is_set() and not stop.is_set():
                         stop.set()
                         self.wake()
@@ -64,6 +71,11 @@ class Fleet:
                 if loop.follower is not None:
                     loop.follower.stop()
         return max(1 if loop.code is None else loop.code for loop in self.loops)
+
+    def _beat_for_finished(self) -> None:
+        for loop in self.loops:
+            if loop.code == 0:
+                loop.shipper.metrics.beat()
 
     def _run_loop(self, loop: Loop, stop: threading.Event, failed: threading.Event) -> None:
         try:
