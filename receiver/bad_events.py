@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
 import orjson
 
 from spooler import AppendFailed, SpoolFull, SpoolWriter
+from spooler.token_bucket import TokenBucket
 
 from .budget import Hold
 from .errors import ApiError
@@ -60,28 +60,6 @@ def kept_kinds(policy: str) -> frozenset[str]:
     if policy not in INVALID_POLICIES:
         raise ValueError(f"--invalid {policy!r}: one of {', '.join(INVALID_POLICIES)}")
     return {"beacons": frozenset({TEXT}), "keep": ALL_KINDS, "drop": frozenset()}[policy]
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``capacity`` (default: one second's worth) saved up. Thread-safe."""
-
-    def __init__(self, rate: float, capacity: float | None = None, clock=time.monotonic) -> None:
-        self.rate = float(rate)
-        self.capacity = max(self.rate, float(capacity or 0))
-        self._clock = clock
-        self._tokens = self.capacity
-        self._at = clock()
-        self._lock = threading.Lock()
-
-    def take(self, n: float = 1.0) -> bool:
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-            if self._tokens < n:
-                return False
-            self._tokens -= n
-            return True
 
 
 @dataclass(frozen=True)

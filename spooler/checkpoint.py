@@ -1,5 +1,12 @@
 """The tailer's checkpoint: per segment id, the offset up to which Kinesis acknowledged.
 
+Beside each offset, optionally, the identity of the file it was measured in
+(``identities``: inode, and a hash of its first ``head_bytes`` bytes): a segment
+replaced under the same name (copied over, rewritten) is recognised as a new
+file by the tailer and shipped from its first byte. Checkpoints without
+identities (older ones, hand-written ones) are read as before. Offsets must be
+JSON integers (``true`` is refused, though Python counts it as 1).
+
 Two files of the same reserved size take turns: ``checkpoint.json`` (the
 checkpoint) and ``checkpoint.json.tmp`` (the spare, holding the one before). A
 save rewrites the spare *in place* — its blocks are already allocated, so a
@@ -56,35 +63,52 @@ MIN_RESERVED_BYTES = 16 * 1024
 log = logging.getLogger(__name__)
 
 
-def _body(segments: dict[str, int], updated_at: float) -> bytes:
-    return json.dumps({"segments": segments, "updated_at": updated_at, "version": FORMAT_VERSION},
-                      sort_keys=True).encode()
+def _body(segments: dict[str, int], updated_at: float, identities: dict[str, dict] | None = None) -> bytes:
+    doc: dict = {"segments": segments, "updated_at": updated_at, "version": FORMAT_VERSION}
+    if identities:
+        doc["identities"] = identities
+    return json.dumps(doc, sort_keys=True).encode()
 
 
-def encode(segments: dict[str, int], updated_at: float) -> bytes:
+def encode(segments: dict[str, int], updated_at: float, identities: dict[str, dict] | None = None) -> bytes:
     """The checkpoint document, unpadded: the CRC of the fields comes first (sorted keys)."""
-    crc = zlib.crc32(_body(segments, updated_at))
-    return json.dumps({"crc32": crc, "segments": segments, "updated_at": updated_at, "version": FORMAT_VERSION},
-                      sort_keys=True).encode()
+    crc = zlib.crc32(_body(segments, updated_at, identities))
+    doc: dict = {"crc32": crc, "segments": segments, "updated_at": updated_at, "version": FORMAT_VERSION}
+    if identities:
+        doc["identities"] = identities
+    return json.dumps(doc, sort_keys=True).encode()
 
 
-def _parse(raw: bytes) -> dict[str, int]:
+def _is_count(value: object) -> bool:
+    """A non-negative JSON integer (``true`` is not an offset, though Python's bool is an int)."""
+    return type(value) is int and value >= 0
+
+
+def _is_identity(value: object) -> bool:
+    return (isinstance(value, dict) and _is_count(value.get("ino")) and _is_count(value.get("head_bytes"))
+            and isinstance(value.get("head"), str))
+
+
+def _parse(raw: bytes) -> tuple[dict[str, int], dict[str, dict]]:
+    """(offsets, identities) of a checkpoint document."""
     doc = json.loads(raw)
-    if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
+    if not isinstance(doc, dict) or type(doc.get("version")) is not int or doc.get("version") != FORMAT_VERSION:
         raise ValueError(f"unsupported checkpoint version: {doc.get('version') if isinstance(doc, dict) else doc!r}")
     segments = doc.get("segments")
-    if not isinstance(segments, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in segments.items()
-    ):
+    if not isinstance(segments, dict) or not all(isinstance(k, str) and _is_count(v) for k, v in segments.items()):
         raise ValueError("checkpoint 'segments' must map segment ids to byte offsets")
+    # Checkpoints written before identities (and by hand) have none: their segments are taken on their names.
+    identities = doc.get("identities", {})
+    if not isinstance(identities, dict) or not all(_is_identity(v) for v in identities.values()):
+        raise ValueError("checkpoint 'identities' must map segment ids to {ino, head_bytes, head}")
     # Files written before the CRC (and by hand) have none; every file this module writes has one.
-    if "crc32" in doc and doc["crc32"] != zlib.crc32(_body(segments, doc.get("updated_at"))):
+    if "crc32" in doc and doc["crc32"] != zlib.crc32(_body(segments, doc.get("updated_at"), identities or None)):
         raise ValueError("checkpoint CRC does not match its content (a torn write)")
-    return dict(segments)
+    return dict(segments), dict(identities)
 
 
-def _load(spool_dir: Path) -> tuple[dict[str, int], str | None]:
-    """The offsets, and which file they came from (None: no checkpoint yet)."""
+def _load(spool_dir: Path) -> tuple[tuple[dict[str, int], dict[str, dict]], str | None]:
+    """(offsets, identities), and which file they came from (None: no checkpoint yet)."""
     problems: dict[str, str] = {}
     for name in (CHECKPOINT_FILE, SPARE_FILE, OLD_FILE):
         try:
@@ -98,12 +122,12 @@ def _load(spool_dir: Path) -> tuple[dict[str, int], str | None]:
         raise CheckpointCorrupt(f"cannot read checkpoint: {detail}")
     for name, why in problems.items():
         log.warning("partial checkpoint file ignored", extra={"file": name, "error": why})
-    return {}, None
+    return ({}, {}), None
 
 
 def read_checkpoint(spool_dir: Path) -> dict[str, int]:
     """Read the offsets without taking the lock (for ``spoolship status``)."""
-    return _load(Path(spool_dir))[0]
+    return _load(Path(spool_dir))[0][0]
 
 
 def _reserved_size(needed: int, current: int) -> int:
@@ -145,7 +169,7 @@ class CheckpointStore:
             ) from None
         self._write_pid()
         try:
-            self.offsets, source = _load(self._dir)
+            (self.offsets, self.identities), source = _load(self._dir)
             self._put_names_back(source)
         except BaseException:
             self.close()
@@ -177,10 +201,14 @@ class CheckpointStore:
             fsync_dir(self._dir)
             log.warning("checkpoint files put back after an interrupted save", extra={"loaded": source})
 
-    def save(self, offsets: dict[str, int]) -> None:
-        """Atomically replace the checkpoint with ``offsets`` (the old one becomes the spare)."""
+    def save(self, offsets: dict[str, int], identities: dict[str, dict] | None = None) -> None:
+        """Atomically replace the checkpoint with ``offsets`` (the old one becomes the spare).
+
+        ``identities`` (per segment id: ``ino``, ``head_bytes``, ``head``) say which file an offset
+        was measured in, so that a file replaced under the same name never inherits it."""
         stable, spare, old = self._dir / CHECKPOINT_FILE, self._dir / SPARE_FILE, self._dir / OLD_FILE
-        _write_in_place(spare, encode(offsets, time.time()))
+        identities = {k: v for k, v in (identities or {}).items() if k in offsets}
+        _write_in_place(spare, encode(offsets, time.time(), identities))
         had_stable = os.path.exists(stable)
         if had_stable:
             os.replace(stable, old)
@@ -189,6 +217,7 @@ class CheckpointStore:
             os.replace(old, spare)
         fsync_dir(self._dir)
         self.offsets = dict(offsets)
+        self.identities = identities
         self.saves += 1
         if not had_stable:
             self._reserve_spare()
@@ -196,7 +225,7 @@ class CheckpointStore:
     def _reserve_spare(self) -> None:
         """The first save leaves no spare: make one now, while the disk has room (retried next save)."""
         try:
-            _write_in_place(self._dir / SPARE_FILE, encode(self.offsets, time.time()))
+            _write_in_place(self._dir / SPARE_FILE, encode(self.offsets, time.time(), self.identities))
         except OSError as exc:
             log.warning("checkpoint spare not reserved", extra={"error": str(exc)})
 

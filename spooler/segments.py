@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .fsutil import close_settled, fsync_dir
 from .naming import CREATING_PREFIX, PROBE_PREFIX, SegmentName, parse_segment_name
+from .presence import remove_stale_presence
 
 __all__ = ["Segment", "SegmentState", "list_segments", "probe_state", "remove_stale_creating", "seal_orphan"]
 
@@ -50,6 +51,7 @@ class Segment:
     state: SegmentState
     size: int
     mtime: float
+    ino: int = 0  # the file's inode when listed: a file replaced under the same name has another
 
     @property
     def segment_id(self) -> str:
@@ -101,7 +103,7 @@ def list_segments(spool_dir: Path, *, probe: bool = True) -> list[Segment]:
                 state = probe_state(path) if probe else SegmentState.ACTIVE
                 if state is None:
                     continue
-            segment = Segment(name, path, state, st.st_size, st.st_mtime)
+            segment = Segment(name, path, state, st.st_size, st.st_mtime, st.st_ino)
             # Sealed wins if a listing raced a rename and saw both names.
             if name.segment_id not in found or segment.state is SegmentState.SEALED:
                 found[name.segment_id] = segment
@@ -128,13 +130,13 @@ def seal_orphan(segment: Segment) -> Segment | None:
         fsync_dir(sealed.parent)
         st = os.fstat(fd)
         name = SegmentName(segment.name.writer, segment.name.seq, sealed=True)
-        return Segment(name, sealed, SegmentState.SEALED, st.st_size, st.st_mtime)
+        return Segment(name, sealed, SegmentState.SEALED, st.st_size, st.st_mtime, st.st_ino)
     finally:
         close_settled(fd, segment.path)  # read-only
 
 
 def remove_stale_creating(spool_dir: Path, *, older_than_seconds: float = STALE_CREATING_SECONDS) -> list[str]:
-    """Remove hidden ``.creating-…`` and ``.probe-…`` files of dead writers; returns the names removed.
+    """Remove hidden ``.creating-…``, ``.probe-…`` and ``.writer-…`` files of dead writers; returns the names.
 
     Safe against live writers: a file is removed only while *we* hold its lock
     (so its writer cannot be holding it), only if the name still points at the
@@ -170,6 +172,7 @@ def remove_stale_creating(spool_dir: Path, *, older_than_seconds: float = STALE_
                     removed.append(entry.name)
         finally:
             close_settled(fd, entry.path)  # read-only
+    removed += remove_stale_presence(spool_dir)
     if removed:
         log.warning("stale segment files removed", extra={"files": len(removed)})
     return removed

@@ -54,6 +54,7 @@ from .fsutil import close_settled
 from .group_commit import FsyncFailed, GroupCommit
 from .housekeeping import Housekeeper, Task
 from .naming import SegmentName
+from .presence import hold_presence, release_presence
 from .segment_files import (
     ActiveSegment,
     create_segment,
@@ -105,6 +106,7 @@ class SpoolWriter:
         self._failed_probes = 0
         self._refused_bytes = 0  # size of the last append refused for capacity, until one lands
         self._closed = False
+        self._presence = hold_presence(self._dir, config.writer_id)  # seen by --exit-when-empty (presence.py)
         self._capacity = CapacityGuard(self._dir, config.max_spool_bytes, config.min_free_bytes)
         self._commit = GroupCommit(self._sync_target, self._note_fsync_failure, self._trouble.fsync_succeeded)
         self._remove_stale_creating()
@@ -414,6 +416,7 @@ class SpoolWriter:
             with contextlib.suppress(OSError):
                 self._seal_locked()
             self._closed = True
+            release_presence(self._dir, self.config.writer_id, self._presence)
 
     def __enter__(self) -> SpoolWriter:
         return self

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .credentials import DEFAULT_SESSION_NAME, RoleSettings
+from .deadline import DEFAULT_CALL_DEADLINE_SECONDS
 from .firehose_packing import FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES
 from .packing import MAX_BATCH_BYTES, MAX_RECORD_BYTES
 from .partition import parse_partition_key
@@ -29,6 +30,9 @@ DEFAULT_PERMANENT_RETRY_SECONDS = 30.0
 # The KPL's default: small enough to spread over shards, big enough for ~250 lines of 200 bytes.
 DEFAULT_AGGREGATE_MAX_BYTES = 51_200
 DEFAULT_READ_BYTES = 2 * 1024 * 1024
+# A sealed segment that is empty or ends without a newline may still be copied in: taken as it is only
+# once its file has not changed for this long (tailer/identity.py).
+DEFAULT_QUIET_SECONDS = 5.0
 # A shard takes 1 MiB/s; bigger calls only cost memory while in flight.
 DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
 
@@ -65,6 +69,9 @@ class TailerConfig:
     # Exit 0 once every segment is sealed, shipped, checkpointed and deleted (the scale-down rescue).
     exit_when_empty: bool = False
     read_bytes: int = DEFAULT_READ_BYTES
+    quiet_seconds: float = DEFAULT_QUIET_SECONDS
+    # Longest a PutRecords / PutRecordBatch call may take, answer included (tailer/deadline.py).
+    call_deadline_seconds: float = DEFAULT_CALL_DEADLINE_SECONDS
     # Sign with this role's credentials (AssumeRole, refreshed; tailer/credentials.py).
     role_arn: str | None = None
     external_id: str | None = None
@@ -94,8 +101,8 @@ class TailerConfig:
             raise ValueError(f"--max-batch-bytes must be between {MAX_RECORD_BYTES} and {MAX_BATCH_BYTES}")
         if self.read_bytes <= MAX_RECORD_BYTES:
             raise ValueError("read_bytes must exceed the 1 MiB record limit")
-        if self.permanent_retry_seconds <= 0 or self.max_backoff_seconds <= 0:
-            raise ValueError("--permanent-retry and --max-backoff must be positive")
+        if self.permanent_retry_seconds <= 0 or self.max_backoff_seconds <= 0 or self.call_deadline_seconds <= 0:
+            raise ValueError("--permanent-retry, --max-backoff and --call-deadline must be positive")
         if self.archive_dir is not None and self.archive_max_bytes is None and self.archive_is_in_spool():
             # It counts toward the receivers' --max-spool-bytes: unbounded, it would end by filling the
             # cap with archives and refusing every event.

@@ -7,6 +7,15 @@ source credentials are boto3's standard chain as before (IRSA's web identity,
 an instance role, env): they sign only the AssumeRole calls. Without
 ``--role-arn`` nothing changes.
 
+Rotated credentials (a rewritten shared credentials file, new environment of a
+credential process, a key deleted and replaced): boto3 resolves the chain once
+per session and would sign with the old key forever. When the service refuses a
+call with one of :data:`STALE_CREDENTIAL_CODES`, :class:`CredentialRenewal`
+builds a new session (the whole chain resolved again, the role assumed again)
+and the call is sent once more with it — at most once per backoff (1 s doubling
+to 60 s while refusals go on; back to 1 s after a success), so a key that is
+simply wrong costs one extra call now and then, not one per call.
+
 The refreshing is botocore's own: :class:`botocore.credentials.AssumeRoleCredentialFetcher`
 (cached, re-fetched when close to expiry) behind :class:`DeferredRefreshableCredentials`
 (nothing is fetched until the first call; then the first call within
@@ -21,6 +30,9 @@ tests pass shorter ones to watch credentials expire within seconds
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,7 +45,10 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 
-__all__ = ["ADVISORY_REFRESH_SECONDS", "MANDATORY_REFRESH_SECONDS", "RoleSettings", "assume_role_session"]
+__all__ = ["ADVISORY_REFRESH_SECONDS", "MANDATORY_REFRESH_SECONDS", "STALE_CREDENTIAL_CODES", "CredentialRenewal",
+           "RoleSettings", "assume_role_session"]
+
+log = logging.getLogger(__name__)
 
 # botocore's own margins (RefreshableCredentials, CachedCredentialFetcher): refresh 15 min before expiry,
 # and every caller waits for fresh credentials from 10 min before.
@@ -109,3 +124,46 @@ def assume_role_session(source: boto3.Session, role: RoleSettings, region: str |
     core = botocore.session.Session()
     core.get_component("credential_provider").insert_before("env", _AssumedRoleProvider(credentials))
     return boto3.Session(botocore_session=core, region_name=region)
+
+
+# What AWS answers when the credentials themselves are stale or unknown (not: denied by a policy).
+STALE_CREDENTIAL_CODES = frozenset({
+    "ExpiredToken", "ExpiredTokenException", "UnrecognizedClient", "UnrecognizedClientException",
+    "InvalidClientTokenId", "SignatureDoesNotMatch", "InvalidSignatureException", "InvalidAccessKeyId",
+})
+RENEW_FIRST_SECONDS = 1.0
+RENEW_MAX_SECONDS = 60.0
+
+
+class CredentialRenewal:
+    """When to resolve the credential chain again, and doing it. Thread-safe."""
+
+    def __init__(self, new_session: Callable[[], boto3.Session], clock: Callable[[], float] = time.monotonic) -> None:
+        self._new_session = new_session
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._backoff = RENEW_FIRST_SECONDS
+        self._not_before = float("-inf")
+
+    def renew(self, code: str) -> boto3.Session | None:
+        """A new session if ``code`` says the credentials are stale and no renewal is backing off."""
+        if code not in STALE_CREDENTIAL_CODES:
+            return None
+        with self._lock:
+            now = self._clock()
+            if now < self._not_before:
+                return None
+            self._not_before = now + self._backoff
+            self._backoff = min(RENEW_MAX_SECONDS, self._backoff * 2)
+        try:
+            session = self._new_session()
+        except Exception as exc:  # the chain itself fails now: the call's error stands, tried again later
+            log.warning("credential chain could not be resolved again", extra={"error": str(exc)})
+            return None
+        log.warning("credentials refused as stale; credential chain resolved again", extra={"code": code})
+        return session
+
+    def succeeded(self) -> None:
+        if self._backoff != RENEW_FIRST_SECONDS:
+            with self._lock:
+                self._backoff = RENEW_FIRST_SECONDS

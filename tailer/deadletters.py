@@ -5,7 +5,8 @@ a line with a NUL byte in it (a hole: compact JSON never holds one, but a disk
 that lost the pages of a failed fsync and kept later ones reads back zeros —
 the bytes after them may even be a real event, kept here whole for an
 operator), a byte range read from a segment (a torn tail, a line longer than
-the read window), and a record the sink named as invalid (from a delivery thread).
+the read window), and a record the sink named as invalid (from a delivery thread; its metadata names
+the offset of the line itself, found by reading back the spans its batch carries).
 
 A line is released from its span (and so may be checkpointed past) only once
 its dead letter is written. When the disk refuses (``ENOSPC``, ``EROFS``…), the
@@ -22,6 +23,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+
+from spooler.naming import ACTIVE_SUFFIX, SEALED_SUFFIX
 
 from .metrics import TailerMetrics
 from .packing import Batch, Span
@@ -95,8 +98,27 @@ class DeadLetters:
     def record(self, batch: Batch, record: Record, reason: str) -> None:
         """Delivery's callback for a record the sink rejected; an OSError is the delivery's to retry."""
         data = record[0]
-        first = next(iter(batch.spans), None)
-        segment_id, offset = (first.segment_id, first.start) if first else ("unknown", 0)
+        segment_id, offset = self._locate(batch, data)
         tag = "rejected-" + hashlib.blake2b(data, digest_size=6).hexdigest()
         self._io.ops.write_dead_letter(self._dir, segment_id, offset, [data], reason, tag=tag)
         self._metrics.dead_letters.labels("rejected").inc()
+
+    def _locate(self, batch: Batch, data: bytes) -> tuple[str, int]:
+        """Where the line ``data`` starts in its segment (read back from the spans the batch carries);
+        the batch's first span if it cannot be found (an aggregate of several lines, a file gone)."""
+        for span in batch.spans:
+            for suffix in (SEALED_SUFFIX, ACTIVE_SUFFIX):
+                try:
+                    with open(self._dir / (span.segment_id + suffix), "rb") as segment:
+                        segment.seek(span.start)
+                        block = segment.read(span.end - span.start)
+                except OSError:
+                    continue
+                at = block.find(data)
+                while at > 0 and block[at - 1:at] != b"\n":  # only a whole line, not a line's tail
+                    at = block.find(data, at + 1)
+                if at >= 0:
+                    return span.segment_id, span.start + at
+                break
+        first = next(iter(batch.spans), None)
+        return (first.segment_id, first.start) if first else ("unknown", 0)

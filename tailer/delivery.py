@@ -9,7 +9,12 @@ what to do about it:
 - Permanent ones (no stream, access denied, a proxy's 404) are logged loudly
   (rate-limited) and retried every ``permanent_retry_seconds``; nothing is dropped.
 - ``RequestRejected``: the call is split in halves, each sent on its own; one
-  record alone that still fails the same way is the call's fault: permanent.
+  record alone that still fails the same way is the call's fault: permanent. It
+  is held out of the batch, which is handed back once everything else is in the
+  stream (``Batch.held``): the shipper acknowledges the rest and retries the held
+  records every ``permanent_retry_seconds``, so one record no hop will pass (a
+  proxy's 413) never holds back its neighbours.
+- Any group that is due goes out, not only the first one.
 - Only records the sink names as rejected are dead-lettered — and an aggregated
   record is first taken apart and its lines sent as records of their own, so
   one line's fault never costs another line.
@@ -45,7 +50,7 @@ from .errors import (
     unexpected,
 )
 from .metrics import TailerMetrics
-from .outstanding import Outstanding, OutstandingGroup
+from .outstanding import LONE_REFUSALS_MAX, Outstanding, OutstandingGroup
 from .packing import Batch, split_aggregate
 from .placement import PlacementCheck
 from .ratelog import RateLimitedLog
@@ -118,12 +123,16 @@ class Delivery:
                     self._reject_record(batch, i, f"rejected by Kinesis: {exc}", work)
                 continue
             except RequestRejected as exc:
-                if len(group.indexes) > 1 and work.splitting:  # perhaps too big for something on the way
+                if len(group.indexes) > 1 and group.splitting and work.splitting:  # too big for a hop on the way?
                     self._metrics.failed_calls.labels("split").inc()
                     work.split(group)
                     continue
-                work.splitting = False  # one record fails like the whole call: the call's fault, not the record's
+                group.splitting = False  # one record fails like the whole call: the call's fault, not the record's
+                if len(group.indexes) == 1:
+                    work.lone_refusals += 1
+                    work.splitting = work.lone_refusals < LONE_REFUSALS_MAX
                 self._call_failed(exc, group, work)
+                work.hold(group)  # retried slowly by the shipper; its neighbours are acknowledged meanwhile
                 continue
             except ShipError as exc:
                 self._call_failed(exc, group, work)
@@ -134,21 +143,34 @@ class Delivery:
                 work.retry_in(group, self._backoff.delay(group.failures))
             else:
                 group.failures = 0
-        self._errors.recovered("call", "kinesis calls recovered")
+        batch.held = work.held
+        if not batch.held:
+            self._errors.recovered("call", "kinesis calls recovered")
         return batch
 
     def _put(self, records: list[Record]) -> PutResult:
         started = time.perf_counter()
+        self._metrics.call_started()
         try:
             result = self._sink.put_records(records)
         except ShipError:
+            self._metrics.put_seconds.labels("failed").observe(time.perf_counter() - started)
             raise
         except Exception as exc:  # a sink broke its contract: still a ShipError, still backed off
+            self._metrics.put_seconds.labels("failed").observe(time.perf_counter() - started)
             self._errors.error("sink-bug", "sink raised a foreign exception", exc_info=exc)
             raise unexpected(exc) from exc
-        self._metrics.put_seconds.observe(time.perf_counter() - started)
+        finally:
+            self._metrics.call_ended()
+        self._metrics.put_seconds.labels("ok").observe(time.perf_counter() - started)
         self._metrics.put_calls.inc()
         return result
+
+    def interrupt(self) -> None:
+        """End the sink's calls in flight (the drain timeout), if it can."""
+        interrupt = getattr(self._sink, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
 
     def _settle(self, batch: Batch, group: list[int], result: PutResult, work: Outstanding) -> list[int]:
         """Account for one answer; returns the indexes to send again."""
@@ -204,6 +226,7 @@ class Delivery:
         while True:
             try:
                 self._reject(batch, record, reason)
+                batch.rejected_lines += 1  # a dead letter, not a line shipped
                 log.error("record rejected by kinesis; dead-lettered", extra={"error": reason})
                 self._errors.recovered("dead-letter", "dead-letter writes recovered")
                 return

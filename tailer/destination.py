@@ -9,14 +9,15 @@ differs lives here, chosen once from :class:`tailer.config.TailerConfig`:
 | Kinesis data stream (``--stream``) | :class:`tailer.kinesis.KinesisSink` | one line per record, or KPL aggregates (``--aggregate``) |
 | Firehose delivery stream (``--delivery-stream``) | :class:`tailer.firehose.FirehoseSink` | many lines per record, NDJSON (:mod:`tailer.firehose_packing`) |
 
-Credentials: boto3's chain, or a role assumed with it (``--role-arn``, :mod:`tailer.credentials`).
+Credentials: boto3's chain, or a role assumed with it (``--role-arn``, :mod:`tailer.credentials`),
+resolved again when the service calls them stale (rotated keys).
 """
 
 from __future__ import annotations
 
 from .aws import make_session
 from .config import FIREHOSE, TailerConfig
-from .credentials import assume_role_session
+from .credentials import CredentialRenewal, assume_role_session
 from .firehose import FirehoseSink
 from .firehose_packing import NdjsonPacker
 from .kinesis import KinesisSink
@@ -31,13 +32,20 @@ __all__ = ["describe", "make_packer", "open_sink"]
 
 def open_sink(config: TailerConfig) -> Sink:
     """The sink of ``config``'s destination (may raise botocore's NoRegionError / BotoCoreError)."""
+    session, region = _session(config)
+    kind = FirehoseSink if config.destination == FIREHOSE else KinesisSink
+    return kind(config.stream, endpoint_url=config.endpoint_url, region=region, session=session,
+                max_connections=config.concurrency + 2, call_deadline_seconds=config.call_deadline_seconds,
+                renewal=CredentialRenewal(lambda: _session(config)[0]))
+
+
+def _session(config: TailerConfig):
+    """(session, region): boto3's chain resolved now, or the role assumed with it."""
     session, region = make_session(config.endpoint_url, config.region)
     role = config.role
     if role is not None:
         session = assume_role_session(session, role, region)
-    kind = FirehoseSink if config.destination == FIREHOSE else KinesisSink
-    return kind(config.stream, endpoint_url=config.endpoint_url, region=region, session=session,
-                max_connections=config.concurrency + 2)
+    return session, region
 
 
 def make_packer(config: TailerConfig, sink: Sink, dead_letter: DeadLetter, shard_map: ShardMap | None = None):

@@ -8,8 +8,8 @@ record); their partition keys are ignored: Firehose has none.
 
 An answer is read record by record: an entry with a ``RecordId`` is in the
 stream; one with an ``ErrorCode`` is sent again (``ServiceUnavailableException``,
-``InternalFailure``), or, for a validation code, rejected; an entry with neither
-is sent again. A ``FailedPutCount`` that disagrees with the entries, or entries
+``InternalFailure``, and any code Firehose does not document there: never a dead
+letter); an entry with neither, or an empty ``RecordId``, is sent again. A ``FailedPutCount`` that disagrees with the entries, or entries
 that do not match the records sent, make the answer unreadable: the whole call
 is sent again (duplicates, never a loss).
 """
@@ -23,6 +23,8 @@ import boto3
 import orjson
 
 from .aws_json import JsonApi
+from .credentials import CredentialRenewal
+from .deadline import DEFAULT_CALL_DEADLINE_SECONDS
 from .errors import Unavailable
 from .firehose_errors import classify_answer, is_record_rejection
 from .kinesis_errors import parse_error_body, translate_exception
@@ -47,18 +49,20 @@ class FirehoseSink:
         connect_timeout_seconds: float = 5.0,
         read_timeout_seconds: float = 15.0,
         session: boto3.Session | None = None,
+        renewal: CredentialRenewal | None = None,
+        call_deadline_seconds: float = DEFAULT_CALL_DEADLINE_SECONDS,
     ) -> None:
         self.delivery_stream = delivery_stream
         self._api = JsonApi("firehose", session=session, endpoint_url=endpoint_url, region=region,
                             max_connections=max_connections, connect_timeout_seconds=connect_timeout_seconds,
-                            read_timeout_seconds=read_timeout_seconds)
-        self.client = self._api.client
+                            read_timeout_seconds=read_timeout_seconds, renewal=renewal,
+                            call_deadline_seconds=call_deadline_seconds)
         self._http = self._api.http  # the pooled HTTP session (tests replace its send)
         self._name_json = orjson.dumps(delivery_stream)
 
     def put_records(self, records: Sequence[Record]) -> PutResult:
         """One PutRecordBatch call; every exception underneath leaves as a ShipError."""
-        answer = self._api.post(_TARGET, self._encode(records))
+        answer = self._api.post_renewing(_TARGET, self._encode(records))
         if answer.status != 200:
             code, message, from_firehose = parse_error_body(answer.content, answer.error_type)
             raise classify_answer(answer.status, code, message, record_count=len(records),
@@ -85,7 +89,7 @@ class FirehoseSink:
                     errors += 1
                     target = result.rejected if is_record_rejection(code) else result.failed
                     target.append((i, str(code), str(entry.get("ErrorMessage") or "")))
-                elif not isinstance(entry.get("RecordId"), str):  # not a Firehose answer: send it again
+                elif not isinstance(entry.get("RecordId"), str) or not entry["RecordId"]:  # not an answer: again
                     result.failed.append((i, "BadResponse", "no RecordId and no ErrorCode"))
             if errors != failed_count:
                 raise TypeError(f"FailedPutCount {failed_count} but {errors} entries with an ErrorCode")
@@ -100,6 +104,15 @@ class FirehoseSink:
                 "DeliveryStreamDescription"]
         except Exception as exc:  # translated in one place
             raise translate_exception(exc) from exc
+
+    @property
+    def client(self):
+        """The boto3 client for control-plane calls (rebuilt when the credentials are renewed)."""
+        return self._api.client
+
+    def interrupt(self) -> None:
+        """End every call in flight now (the drain timeout; tailer/deadline.py)."""
+        self._api.watchdog.interrupt()
 
     def close(self) -> None:
         self._api.close()

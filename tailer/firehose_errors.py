@@ -13,7 +13,7 @@ tested whole (tests/unit/test_firehose_errors.py):
   ``ValidationException``); anything else is the call's fault and never a dead letter.
 - :func:`is_record_rejection` — a per-record ``ErrorCode`` inside a 200 answer.
   Firehose documents only ``ServiceUnavailableException`` and ``InternalFailure``
-  there, both retried; only a validation code would mean "this record is invalid".
+  there, both retried; any other code is not believed: retried too, never a dead letter.
 
 Exceptions raised while getting credentials, signing or sending are the same
 for both services: :func:`tailer.kinesis_errors.translate_exception`.
@@ -31,7 +31,7 @@ from .errors import (
     Throttled,
     Unavailable,
 )
-from .kinesis_errors import DENIED_CODES, bare_code, classify_validation
+from .kinesis_errors import DENIED_CODES, classify_validation
 
 __all__ = [
     "FIREHOSE_DENIED_CODES",
@@ -111,5 +111,10 @@ def _classify_code(status: int, code: str, message: str, text: str, record_count
 
 
 def is_record_rejection(code: str) -> bool:
-    """A per-record ErrorCode in a 200 answer that means "this record is invalid" (else: retry it)."""
-    return bare_code(code) in FIREHOSE_VALIDATION_CODES
+    """Whether a per-record ErrorCode inside a 200 answer means "this record is invalid": never.
+
+    Firehose documents only ``ServiceUnavailableException`` and ``InternalFailure`` there, both
+    retryable; any other code is not an answer Firehose gives and cannot be believed. The record is
+    sent again with backoff; only a validation error of the call naming it dead-letters a record.
+    """
+    return False

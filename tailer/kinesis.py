@@ -19,10 +19,13 @@ import boto3
 import orjson
 
 from .aws_json import JsonApi
+from .credentials import CredentialRenewal
+from .deadline import DEFAULT_CALL_DEADLINE_SECONDS
 from .errors import Unavailable
 from .kinesis_errors import (
     classify_answer,
     is_record_rejection,
+    is_sequence_number,
     parse_error_body,
     translate_exception,
 )
@@ -51,18 +54,20 @@ class KinesisSink:
         connect_timeout_seconds: float = 5.0,
         read_timeout_seconds: float = 15.0,
         session: boto3.Session | None = None,
+        renewal: CredentialRenewal | None = None,
+        call_deadline_seconds: float = DEFAULT_CALL_DEADLINE_SECONDS,
     ) -> None:
         self.stream = stream
         self._api = JsonApi("kinesis", session=session, endpoint_url=endpoint_url, region=region,
                             max_connections=max_connections, connect_timeout_seconds=connect_timeout_seconds,
-                            read_timeout_seconds=read_timeout_seconds)
-        self.client = self._api.client
+                            read_timeout_seconds=read_timeout_seconds, renewal=renewal,
+                            call_deadline_seconds=call_deadline_seconds)
         self._http = self._api.http  # the pooled HTTP session (tests replace its send)
         self._stream_json = orjson.dumps(stream)
 
     def put_records(self, records: Sequence[Record]) -> PutResult:
         """One PutRecords call; every exception underneath leaves as a ShipError."""
-        answer = self._api.post(_TARGET, self._encode(records))
+        answer = self._api.post_renewing(_TARGET, self._encode(records))
         if answer.status != 200:
             code, message, from_kinesis = parse_error_body(answer.content, answer.error_type)
             raise classify_answer(answer.status, code, message, record_count=len(records), from_kinesis=from_kinesis)
@@ -82,10 +87,12 @@ class KinesisSink:
                 if code:
                     target = result.rejected if is_record_rejection(code) else result.failed
                     target.append((i, str(code), str(entry.get("ErrorMessage") or "")))
-                elif isinstance(entry.get("SequenceNumber"), str):
-                    result.placed[i] = entry.get("ShardId")
-                else:  # neither failed nor given a sequence number: not a Kinesis answer; send it again
-                    result.failed.append((i, "BadResponse", "no SequenceNumber and no ErrorCode"))
+                    continue
+                sequence, shard = entry.get("SequenceNumber"), entry.get("ShardId")
+                if is_sequence_number(sequence) and isinstance(shard, str) and shard:
+                    result.placed[i] = shard
+                else:  # not a Kinesis answer for a stored record: send it again (a duplicate, never a loss)
+                    result.failed.append((i, "BadResponse", "no numeric SequenceNumber and ShardId, no ErrorCode"))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise Unavailable(f"unreadable PutRecords answer: {exc}", code="BadResponse") from exc
         return result
@@ -123,6 +130,15 @@ class KinesisSink:
                     return shards
         except Exception as exc:  # translated in one place
             raise translate_exception(exc) from exc
+
+    @property
+    def client(self):
+        """The boto3 client for control-plane calls (rebuilt when the credentials are renewed)."""
+        return self._api.client
+
+    def interrupt(self) -> None:
+        """End every call in flight now (the drain timeout; tailer/deadline.py)."""
+        self._api.watchdog.interrupt()
 
     def close(self) -> None:
         self._api.close()

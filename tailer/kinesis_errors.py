@@ -10,7 +10,8 @@ Three tables, each tested whole (tests/unit/test_kinesis_errors.py):
   all write it), in a well-formed "N validation errors detected:" message whose
   N matches the paths found (so a partition key that contains such text cannot
   name other records). Anything else is the call's fault and never a dead letter.
-- :func:`is_record_rejection` — a per-record ``ErrorCode`` inside a 200 answer.
+- :func:`is_record_rejection` — a per-record ``ErrorCode`` inside a 200 answer: never
+  the record's fault (AWS documents only retryable codes there), so always sent again.
 - :func:`translate_exception` — whatever botocore, urllib3, the credential
   providers or the OS raise while signing and sending.
 """
@@ -56,7 +57,9 @@ __all__ = [
     "classify_answer",
     "classify_client_error",
     "classify_validation",
+    "RECORD_RETRY_CODES",
     "is_record_rejection",
+    "is_sequence_number",
     "parse_error_body",
     "translate_exception",
 ]
@@ -199,9 +202,29 @@ def _validation_paths(message: str) -> list[str] | None:
     return paths if len(paths) == int(header.group(1)) else None
 
 
+# The per-record ErrorCodes AWS documents for PutRecords: none of them is the record's fault.
+RECORD_RETRY_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "InternalFailure", "KMSDisabledException",
+    "KMSInvalidStateException", "KMSAccessDeniedException", "KMSNotFoundException", "KMSOptInRequired",
+    "KMSThrottlingException",
+})
+_SEQUENCE_NUMBER = re.compile(r"[0-9]{1,128}")
+
+
 def is_record_rejection(code: str) -> bool:
-    """A per-record ErrorCode in a 200 answer that means "this record is invalid" (else: retry it)."""
-    return _bare_code(code) in VALIDATION_CODES
+    """Whether a per-record ErrorCode inside a 200 answer means "this record is invalid": never.
+
+    AWS documents only :data:`RECORD_RETRY_CODES` there (throughput, internal failure, the stream's
+    KMS key), none the record's fault; a code outside that set is not an answer Kinesis gives (a
+    proxy, a fake, a bug), so it cannot be believed either. The record is sent again with backoff;
+    a record is dead-lettered only when a validation error of the call names it.
+    """
+    return False
+
+
+def is_sequence_number(value: object) -> bool:
+    """A SequenceNumber as Kinesis writes it: a non-empty string of decimal digits."""
+    return isinstance(value, str) and _SEQUENCE_NUMBER.fullmatch(value) is not None
 
 
 def classify_client_error(exc: ClientError, *, record_count: int = 0) -> ShipError:

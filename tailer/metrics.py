@@ -1,6 +1,7 @@
 """The tailer's Prometheus metrics and its small HTTP endpoint (/metrics, /healthz).
 
-/healthz is 200 while every shipping loop of the process has turned within ``stale_seconds``.
+/healthz is 200 while every shipping loop of the process has turned within ``stale_seconds`` and
+no call of theirs has been in flight for that long (a call the deadline watchdog failed to end).
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class TailerMetrics:
                               ("operation",))
         self.segments_shrunk = c("spoolship_tailer_segments_shrunk",
                                  "Segments found shorter than already read (shipped again from 0)")
+        self.keys_missing = c("spoolship_tailer_partition_key_missing",
+                              "Lines without the --partition-key field (sent under a random key)")
+        self.segments_replaced = c("spoolship_tailer_segments_replaced",
+                                   "Segments found to be another file than the one read (replaced, rewritten in "
+                                   "place; a checkpoint inside a line): shipped from their first byte", ("how",))
         self.segments_deleted = c("spoolship_tailer_segments_deleted", "Segments deleted or archived")
         self.checkpoints = c("spoolship_tailer_checkpoints", "Checkpoint writes")
         self.bytes_behind = g("spoolship_tailer_spool_bytes_behind", "Spool bytes not yet acknowledged")
@@ -76,8 +82,15 @@ class TailerMetrics:
         self.segments = g("spoolship_tailer_segments", "Segments in the spool")
         self.inflight = g("spoolship_tailer_batches_in_flight", "PutRecords batches in flight")
         self.put_seconds = self._bind(self._family(Histogram, "spoolship_tailer_put_records_seconds",
-                                                   "PutRecords latency", (), buckets=PUT_BUCKETS), ())
+                                                   "PutRecords latency, of every call (outcome ok or failed)",
+                                                   ("outcome",), buckets=PUT_BUCKETS), ("outcome",))
         self.heartbeat = time.monotonic()
+        self._calls: dict[int, float] = {}  # thread id -> when its call started
+        self._calls_lock = threading.Lock()
+        self.longest_call = g("spoolship_tailer_longest_call_seconds",
+                              "Age of the oldest PutRecords call in flight (0: none); a stuck call shows here "
+                              "and fails /healthz")
+        self.longest_call.set_function(self.longest_call_seconds)
 
     def _family(self, kind, name: str, documentation: str, labels: tuple[str, ...], **extra):
         family = self._families.get(name)
@@ -100,6 +113,25 @@ class TailerMetrics:
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
 
+    def count_missing_keys(self, missing: int) -> None:
+        """The key function's running count of lines without their key field, into the counter."""
+        counted = self.keys_missing._value.get()
+        if missing > counted:
+            self.keys_missing.inc(missing - counted)
+
+    def call_started(self) -> None:
+        with self._calls_lock:
+            self._calls[threading.get_ident()] = time.monotonic()
+
+    def call_ended(self) -> None:
+        with self._calls_lock:
+            self._calls.pop(threading.get_ident(), None)
+
+    def longest_call_seconds(self) -> float:
+        with self._calls_lock:
+            oldest = min(self._calls.values(), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
 
 class MetricsServer:
     """Serves /metrics and /healthz (200 while the loop has run within ``stale_seconds``)."""
@@ -115,8 +147,9 @@ class MetricsServer:
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif self.path.startswith("/healthz"):
                     fresh = all(time.monotonic() - loop.heartbeat < stale_seconds for loop in loops)
-                    self._send(200 if fresh else 503, b'{"status":"%s"}' % (b"ok" if fresh else b"stalled"),
-                               "application/json")
+                    moving = all(loop.longest_call_seconds() < stale_seconds for loop in loops)
+                    state = b"ok" if fresh and moving else b"stalled" if not fresh else b"call stuck"
+                    self._send(200 if state == b"ok" else 503, b'{"status":"%s"}' % state, "application/json")
                 else:
                     self._send(404, b'{"error":"not_found"}', "application/json")
 

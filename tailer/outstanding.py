@@ -1,10 +1,13 @@
 """What is left to deliver of one batch: groups of record indexes that only shrink.
 
-Nothing accepted is ever in a group again. Groups go out one at a time, in
-order, so a batch never has more than one call out; narrowing a rejected call
-makes at most log2(n) calls without a backoff before it stops (once one record
-alone fails like the whole call, ``splitting`` is off). Owned by one delivery
-thread.
+Nothing accepted is ever in a group again. Any group that is due goes out (not
+only the first: a group waiting for a slow retry never holds back the others),
+one call at a time, so a batch never has more than one call out. Splitting is
+per group: narrowing a rejected call makes at most log2(n) calls without a
+backoff before it stops (once one record alone fails like the whole call, that
+record's group is ``held``: the call's fault, retried slowly — and when nothing
+else is left, the delivery hands the batch back with it held out, so its
+neighbours are acknowledged). Owned by one delivery thread.
 """
 
 from __future__ import annotations
@@ -15,43 +18,62 @@ from collections.abc import Callable
 from .packing import MAX_BATCH_BYTES, MAX_RECORDS, Batch
 from .sink import Record
 
-__all__ = ["Outstanding", "OutstandingGroup"]
+__all__ = ["LONE_REFUSALS_MAX", "Outstanding", "OutstandingGroup"]
+
+# Lone records refused like their whole call, after which a batch stops splitting: then it is the call
+# that is refused (every record alone would fail), and splitting further would only make calls.
+LONE_REFUSALS_MAX = 3
 
 
 class OutstandingGroup:
     """Record indexes that go out in one call, and when they may be tried again."""
 
-    __slots__ = ("due", "failures", "indexes")
+    __slots__ = ("due", "failures", "indexes", "splitting")
 
     def __init__(self, indexes: list[int]) -> None:
         self.indexes = indexes
         self.failures = 0
         self.due = float("-inf")
+        self.splitting = True
 
 
 class Outstanding:
-    """What is left of one batch: groups of record indexes that only shrink, sent one at a time in
-    order (so a batch never has more than one call out, and narrowing makes at most log2(n) calls
-    without a backoff before it stops, once one record alone fails like the whole call)."""
+    """What is left of one batch (see the module docstring)."""
 
     def __init__(self, batch: Batch, clock: Callable[[], float]) -> None:
         self._batch = batch
         self._clock = clock
         self._groups: deque[OutstandingGroup] = deque([OutstandingGroup(list(range(len(batch.records))))] if batch.records else [])
-        self.splitting = True
+        self._original = len(batch.records)  # records appended later (lines of a split aggregate) cannot be held
+        self.held: list[int] = []
+        self.splitting = True  # off after LONE_REFUSALS_MAX lone records failed like their calls
+        self.lone_refusals = 0
 
     def __bool__(self) -> bool:
         return bool(self._groups)
 
     def records_left(self) -> int:
-        return sum(len(g.indexes) for g in self._groups)
+        return sum(len(g.indexes) for g in self._groups) + len(self.held)
 
     def next_due(self) -> OutstandingGroup | None:
-        front = self._groups[0]
-        return front if front.due <= self._clock() else None
+        """The first group that is due, in order (None: every group waits for its retry)."""
+        now = self._clock()
+        for group in self._groups:
+            if group.due <= now:
+                return group
+        return None
 
     def wait_seconds(self) -> float:
-        return max(0.0, self._groups[0].due - self._clock())
+        return max(0.0, min(g.due for g in self._groups) - self._clock())
+
+    def hold(self, group: OutstandingGroup) -> bool:
+        """Move a lone record the call path refuses out of the batch's groups; False if it cannot be
+        (a record appended during the delivery has no lines of its own to hand back)."""
+        if len(group.indexes) != 1 or group.indexes[0] >= self._original:
+            return False
+        self.held.append(group.indexes[0])
+        self._groups.remove(group)
+        return True
 
     def retry_in(self, group: OutstandingGroup, seconds: float) -> None:
         group.due = self._clock() + seconds
@@ -68,6 +90,7 @@ class Outstanding:
         position = self._groups.index(group)
         second = OutstandingGroup(group.indexes[half:])
         group.indexes = group.indexes[:half]
+        second.due = group.due
         self._groups.insert(position + 1, second)
 
     def append(self, records: list[Record], predicted: list[str | None] | None = None) -> None:

@@ -91,6 +91,19 @@ class Batch:
     spans: dict[Span, int] = field(default_factory=dict)
     seq: int = 0
     predicted: dict[int, str] = field(default_factory=dict)
+    record_spans: list[dict[Span, int]] = field(default_factory=list)  # per record; empty: one line each
+    held: list[int] = field(default_factory=list)  # records handed back undelivered (tailer/delivery.py)
+    rejected_lines: int = 0  # lines of it dead-lettered because the service named them
+
+    def lines_of(self, index: int) -> dict[Span, int]:
+        """The lines record ``index`` carries, per span."""
+        if self.record_spans:
+            return self.record_spans[index]
+        for span, lines in self.spans.items():  # one line per record, in span order (PlainPacker)
+            if index < lines:
+                return {span: 1}
+            index -= lines
+        raise IndexError(index)
 
     def add_span_lines(self, span: Span, lines: int) -> None:
         if lines:
@@ -126,6 +139,7 @@ class _PackerBase:
         if predicted is not None:
             batch.predicted[len(batch.records)] = predicted
         batch.records.append(record)
+        batch.record_spans.append(spans)
         batch.nbytes += size
         for span, lines in spans.items():
             batch.add_span_lines(span, lines)
@@ -296,7 +310,7 @@ class AggregatingPacker(_PackerBase):
                 aggregate.add(lines[i], current.key)
                 if aggregate.record_bytes > MAX_RECORD_BYTES:
                     del self._open[""]
-                    self._reject(span, lines[i], f"line of {lengths[i]} bytes exceeds the 1 MiB record limit")
+                    self._lone_line(span, lines[i], current.key)
                     i += 1
                     continue
                 i += 1
@@ -328,9 +342,17 @@ class AggregatingPacker(_PackerBase):
                 current.aggregate.add(line, key)
             if current.aggregate.record_bytes > MAX_RECORD_BYTES:  # a lone line over the limit
                 del self._open[slot]
-                self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB record limit")
+                self._lone_line(span, line, key)
                 continue
             current.spans[span] = current.spans.get(span, 0) + 1
+
+    def _lone_line(self, span: Span, line: bytes, key: str) -> None:
+        """A line too big for the KPL envelope: a plain record if it fits one (KCL reads both), else rejected."""
+        size = len(line) + len(key.encode())
+        if size > MAX_RECORD_BYTES:
+            self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB record limit")
+            return
+        self._add_record((line, key, None), size, {span: 1})
 
     def _close(self, slot: str) -> None:
         current = self._open.pop(slot, None)

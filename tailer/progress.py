@@ -3,8 +3,9 @@
 Invariant: ``acked`` only moves over a contiguous prefix of spans whose every
 line was acknowledged (or dead-lettered); ``acked <= read <= size``. Batches may
 complete in any order; a later span finishing first just waits in ``spans``.
-If the file ever shrinks below ``read``, :meth:`restart` ships it again from
-byte 0 (spans still in flight then belong to no progress and are ignored).
+If the file ever shrinks below ``read``, or turns out to be another file
+(:mod:`tailer.identity`), :meth:`restart` ships it again from byte 0 (spans
+still in flight then belong to no progress and are ignored).
 Not thread-safe: the shipper's loop owns it; the loop opens and reads its file
 through :mod:`tailer.spoolio`.
 """
@@ -31,6 +32,17 @@ class SegmentProgress:
     spans: deque[Span] = field(default_factory=deque)
     fd: int = -1
     unshipped_since: float | None = None  # wall time since when bytes past `acked` have waited
+    # Which file this is (tailer/identity.py): its inode, and a hash of its first head_bytes bytes.
+    ino: int = 0
+    head_bytes: int = 0
+    head: str = ""
+    resync: bool = False  # acked came from a checkpoint: if it is inside a line, skip to the next one
+    seen_active: bool = False  # listed while a spool writer still wrote it
+    size_seen: int = 0  # the largest size read from the open file (listings may be older)
+
+    @property
+    def size(self) -> int:
+        return max(self.segment.size, self.size_seen)
 
     @property
     def segment_id(self) -> str:
@@ -49,9 +61,11 @@ class SegmentProgress:
                 os.close(fd)
 
     def restart(self) -> None:
-        """Forget every span: ship the segment again from its first byte."""
+        """Forget every span and the file: ship what the path holds from its first byte."""
+        self.close_fd()  # read the path again: it may be another file now
         self.spans.clear()
         self.acked = self.read = 0
+        self.head_bytes, self.head, self.resync = 0, "", False
 
     def new_span(self, start: int, end: int, lines: int) -> Span:
         span = Span(self.segment_id, start, end, lines)

@@ -4,11 +4,15 @@ Files are read in bounded chunks (gzip streamed), never modified, and never held
 whole in memory. A torn last line is reported, not sent; a line over the record
 limit is reported and skipped — all of it, up to its newline (a line longer than
 the read window is discarded to its end, never shipped in pieces). Offsets in the
-report are byte offsets of the file's (uncompressed) content. ``--rate`` paces
-events one small slice at a time (a twentieth of a second's worth) and sends what
-is packed at least every quarter second, so a second never carries more than
-about ``rate`` events. ``dry_run`` parses every line as JSON and counts what
-would be sent without contacting Kinesis.
+report are byte offsets of the file's (uncompressed) content; a file shorter
+than ``--from-offset`` is skipped and reported, and the others are replayed.
+``--rate`` paces events one small slice at a time (a twentieth of a second's
+worth) through a token bucket that saves up at most a quarter second's worth
+(so after a stall of the destination, replay does not send the stall's worth at
+once to catch up), and sends what is packed at least every quarter second. The
+summary's ``events`` counts lines the destination acknowledged, never lines only
+read. ``dry_run`` parses every line as JSON and counts what would be sent
+without contacting Kinesis.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pathlib import Path
 
 import orjson
 
+from spooler.token_bucket import TokenBucket
+
 from .delivery import Backoff, Delivery
 from .metrics import TailerMetrics
 from .packing import AggregatingPacker, Batch, PlainPacker, Span
@@ -40,6 +46,11 @@ _BLOCK_BYTES = 1024 * 1024
 _MAX_CARRY = 2 * 1024 * 1024
 _PACE_SLICE_SECONDS = 0.05
 _RATE_LINGER_SECONDS = 0.25
+_RATE_BURST_SECONDS = 0.25
+
+
+class _ShortFile(Exception):
+    """The file ends before --from-offset: skipped and reported."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class ReplaySummary:
     torn: list[str] = field(default_factory=list)
     too_large: int = 0
     skipped_head_bytes: int = 0
+    skipped_files: list[str] = field(default_factory=list)
     failed_records: int = 0
     retries: int = 0
     elapsed_seconds: float = 0.0
@@ -107,6 +119,13 @@ class Replayer:
         self._abort = threading.Event()
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        self._rejected_per_batch: dict[int, int] = {}
+        self._bucket = None
+        if options.rate:
+            slice_events = max(1, int(options.rate * _PACE_SLICE_SECONDS))
+            self._bucket = TokenBucket(options.rate, burst_seconds=max(_RATE_BURST_SECONDS,
+                                                                       slice_events / options.rate))
+            self._bucket.take(self._bucket.capacity)  # nothing saved up at the start either
         per_key = options.aggregate and options.partition_key != "random"
         self._shard_map = ShardMap(sink.list_shards if sink is not None else list) if per_key else None
         placement = PlacementCheck(self._shard_map, options.aggregate_max_bytes) if per_key and sink else None
@@ -122,19 +141,10 @@ class Replayer:
         try:
             for path in paths:
                 self.summary.files += 1
-                for span, lines in self._read(path):
-                    for part in self._slices(lines):
-                        self._pace()
-                        self.summary.events += len(part)
-                        self.summary.bytes += sum(map(len, part))
-                        if self._options.dry_run:
-                            self._validate(part)
-                            continue
-                        packer.pack(span, part)
-                        self._submit(packer.take_full(), pool, inflight)
-                        if self._options.rate and packer.pending_since is not None \
-                                and time.monotonic() - packer.pending_since >= _RATE_LINGER_SECONDS:
-                            self._submit(packer.flush(), pool, inflight)
+                try:
+                    self._replay_file(path, packer, pool, inflight)
+                except _ShortFile as short:
+                    self.summary.skipped_files.append(str(short))
             if not self._options.dry_run:
                 self._submit(packer.flush(), pool, inflight)
                 self._wait_all(inflight)
@@ -146,6 +156,21 @@ class Replayer:
         self.summary.retries = int(self._metrics.retries._value.get())
         self.summary.elapsed_seconds = round(time.monotonic() - started, 3)
         return self.summary
+
+    def _replay_file(self, path: Path, packer, pool: ThreadPoolExecutor, inflight: set[Future]) -> None:
+        for span, lines in self._read(path):
+            for part in self._slices(lines):
+                self._pace(len(part))
+                self.summary.bytes += sum(map(len, part))
+                if self._options.dry_run:
+                    self.summary.events += len(part)  # would be sent
+                    self._validate(part)
+                    continue
+                packer.pack(span, part)
+                self._submit(packer.take_full(), pool, inflight)
+                if self._options.rate and packer.pending_since is not None \
+                        and time.monotonic() - packer.pending_since >= _RATE_LINGER_SECONDS:
+                    self._submit(packer.flush(), pool, inflight)
 
     def _slices(self, lines: list[bytes]) -> Iterator[list[bytes]]:
         """Without --rate, the whole chunk; with it, a twentieth of a second's worth at a time."""
@@ -210,11 +235,11 @@ class Replayer:
         while left:
             block = stream.read(min(left, _BLOCK_BYTES))
             if not block:
-                raise ValueError(f"{path}: --from-offset {skip} is past the end of the file")
+                raise _ShortFile(f"{path}: shorter than --from-offset {skip}: skipped")
             left -= len(block)
         last = stream.read(1)
         if not last:
-            raise ValueError(f"{path}: --from-offset {skip} is past the end of the file")
+            raise _ShortFile(f"{path}: shorter than --from-offset {skip}: skipped")
         skipped = 0
         while last != b"\n":  # the rest of that line, in bounded pieces
             piece = stream.readline(_BLOCK_BYTES)
@@ -236,12 +261,13 @@ class Replayer:
         self.summary.too_large += 1
         span.pending -= 1
 
-    def _pace(self) -> None:
-        rate = self._options.rate
-        if rate:
-            delay = self._started + self.summary.events / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+    def _pace(self, events: int) -> None:
+        """Wait for ``events`` tokens: the rate, with at most a quarter second's worth saved up."""
+        bucket = self._bucket
+        if bucket is None:
+            return
+        while not bucket.take(events):
+            time.sleep(max(0.001, bucket.seconds_until(events)))
 
     def _submit(self, batches: list[Batch], pool: ThreadPoolExecutor, inflight: set[Future]) -> None:
         for batch in batches:
@@ -260,8 +286,12 @@ class Replayer:
     def _finish(self, done: set[Future], inflight: set[Future]) -> None:
         for future in done:
             inflight.discard(future)
-            future.result()  # raises Permanent errors: replay stops with a clear error
+            batch = future.result()  # raises Permanent errors: replay stops with a clear error
+            with self._lock:
+                rejected = self._rejected_per_batch.pop(id(batch), 0)
+            self.summary.events += batch.lines - rejected  # acknowledged: counted only now
 
     def _rejected(self, batch: Batch, record: Record, reason: str) -> None:
         with self._lock:
             self.summary.failed_records += 1
+            self._rejected_per_batch[id(batch)] = self._rejected_per_batch.get(id(batch), 0) + 1

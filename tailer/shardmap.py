@@ -5,7 +5,8 @@ aggregated record arrived on. With ``--aggregate`` and per-record keys
 (``field:`` or ``hash``), lines are therefore grouped by the shard their key
 hashes to (MD5, as Kinesis does), and each aggregate is sent with the first
 sub-record's key, which lands it on that same shard — while the map is right.
-It is re-read every minute, and at once (at most once a second) when a
+It is re-read every minute (in a background thread: the shipping loop never
+waits for ListShards), and at once (at most once a second) when a
 delivery sees a record land on another shard than predicted (see
 :mod:`tailer.placement`).
 
@@ -71,11 +72,21 @@ class ShardMap:
         self.refreshes += 1
 
     def maybe_refresh(self) -> None:
-        """The loop's periodic refresh; a failure is logged and retried in a few seconds."""
+        """The loop's periodic refresh; a failure is logged and retried in a few seconds.
+
+        Only the first load runs on the caller's thread (before it lines are grouped per key anyway);
+        later ones run in a thread of their own, so the loop never waits for a slow ListShards."""
         if self._clock() - self._loaded_at < REFRESH_SECONDS:
             return
         if not self._refreshing.acquire(blocking=False):
-            return  # a delivery is refreshing it right now: the loop does not wait for ListShards
+            return  # a delivery (or a background refresh) is refreshing it right now
+        if self.refreshes == 0:
+            self._locked_load()
+        else:
+            threading.Thread(target=self._locked_load, name="shard-map-refresh", daemon=True).start()
+
+    def _locked_load(self) -> None:
+        """Load, with ``_refreshing`` already held (released here)."""
         try:
             self._load()
         except ShipError as exc:

@@ -23,16 +23,19 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 
 from .config import TailerConfig
 from .deadletters import DeadLetters
 from .delivery import Backoff, Delivery
 from .destination import make_packer
 from .errors import Aborted
+from .held import HeldRecords
 from .metrics import TailerMetrics
-from .packing import Batch, split_lines
+from .packing import Batch
 from .progress import SegmentProgress
+from .reading import SegmentReader
 from .shardmap import ShardMap
 from .sink import Sink
 from .spoolio import FAILED, GuardedSpool, SpoolOps
@@ -43,6 +46,8 @@ __all__ = ["Shipper"]
 log = logging.getLogger(__name__)
 IDLE_MIN_SECONDS = 0.001
 IDLE_MAX_SECONDS = 0.25
+GAUGE_SECONDS = 1.0
+STOP_GRACE_SECONDS = 2.0  # for deliveries to notice the abort, after their calls were ended
 
 
 class Shipper:
@@ -57,7 +62,9 @@ class Shipper:
         self._dead = DeadLetters(self._dir, self._io, self.metrics, max_queued_bytes=config.read_bytes,
                                  released=self._tracker.advance)
         self._packer, placement = self._make_packer(sink, shard_map)
+        self._reader = SegmentReader(self._tracker, self._io, self._ops, self._dead, self._packer, config.read_bytes)
         self._ready: deque[Batch] = deque()
+        self._held = HeldRecords(config.permanent_retry_seconds, max_bytes=2 * config.read_bytes)
         self._inflight: dict[Future, Batch] = {}
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="put-records")
         self._wake = threading.Event()
@@ -69,6 +76,8 @@ class Shipper:
         self._last_scan = float("-inf")
         self._idle_seconds = IDLE_MIN_SECONDS
         self._closed = False
+        self._gauges_at = float("-inf")
+        self._waiting_for: list[str] | None = None
 
     def _make_packer(self, sink: Sink, shard_map: ShardMap | None):
         """The destination's packer (tailer/destination.py): this loop knows no service."""
@@ -87,8 +96,9 @@ class Shipper:
         """Ship until ``stop`` is set, then drain; returns the exit code.
 
         With ``exit_when_empty`` it also stops, with 0, as soon as every segment is sealed,
-        shipped, checkpointed and deleted (the scale-down rescue of a spool nobody writes to any
-        more); an active segment whose writer is alive keeps it running until it is sealed.
+        shipped, checkpointed and deleted and no writer holds the spool any more (the scale-down
+        rescue of a spool nobody writes to any more): a live writer — with an active segment, or
+        between two segments — keeps it running until it closes.
         """
         exit_when_empty = self.config.exit_when_empty
         log.info("tailer started", extra={"spool": str(self._dir), "stream": self.config.stream,
@@ -97,7 +107,7 @@ class Shipper:
         while not stop.is_set():
             worked = self.ship_once()
             self.metrics.beat()
-            if exit_when_empty and not worked and self._is_drained():
+            if exit_when_empty and not worked and self._is_drained() and not self._writers_alive():
                 log.info("spool empty; exiting", extra={"spool": str(self._dir)})
                 return self._finish(drained=True)
             if not worked:
@@ -108,7 +118,8 @@ class Shipper:
         """One bounded step of work; True if anything moved."""
         now = time.monotonic()
         worked = self._collect_completed()
-        if self._rescan_requested or now - self._last_scan >= self.config.poll_interval_seconds:
+        due = now - self._last_scan >= self.config.poll_interval_seconds
+        if self._rescan_requested or self._tracker.needs_rescan or due:
             self._rescan()
         worked |= self._dead.flush()
         read = self._read_and_pack()
@@ -118,6 +129,10 @@ class Shipper:
         self._flush_if_lingering(now, immediately=draining and not read)
         worked |= self._submit_ready()
         self._tracker.maybe_checkpoint(now, force=draining)
+        if now - self._gauges_at >= GAUGE_SECONDS:  # fresh also while nothing is acknowledged or listed
+            self._gauges_at = now
+            self._tracker.update_gauges()
+            self._count_missing_keys()
         # Also here, not only after a checkpoint write: a segment shipped while active is
         # deletable the moment it is sealed, with nothing new to checkpoint.
         self._tracker.delete_finished()
@@ -130,6 +145,9 @@ class Shipper:
             timeout = min(timeout, max(0.0, self._packer.pending_since + self.config.linger_seconds - now))
         if self._tracker.dirty:
             timeout = min(timeout, max(0.0, self._tracker.checkpoint_due_at() - now))
+        held_due = self._held.next_due_at()
+        if held_due is not None:
+            timeout = min(timeout, max(0.0, held_due - now))
         return timeout
 
     def _wait(self, timeout: float) -> None:
@@ -153,9 +171,11 @@ class Shipper:
     def _finish(self, *, drained: bool) -> int:
         self._closed = True
         if not drained:
-            self._abort.set()
-        self._pool.shutdown(wait=True)
+            self._stop_deliveries()
+        else:
+            self._pool.shutdown(wait=True)
         self._collect_completed()
+        self._count_missing_keys()
         self._tracker.maybe_checkpoint(time.monotonic(), force=True)
         behind = self._tracker.bytes_behind()
         segments_left = len(self._tracker.progress)
@@ -167,8 +187,21 @@ class Shipper:
                   extra={"bytes_behind": behind, "segments_left": segments_left})
         return 1
 
+    def _writers_alive(self) -> bool:
+        """A writer still holds the spool (spooler/presence.py), perhaps between two segments: an empty
+        spool is not drained yet. Logged once per writer set; a listing that fails counts as alive."""
+        alive = self._io.run("list", "", self._ops.live_writers, self._dir)
+        if alive is FAILED or alive:
+            if alive and alive != self._waiting_for:
+                log.info("spool empty but writers are alive; waiting for them to close",
+                         extra={"spool": str(self._dir), "writers": alive})
+            self._waiting_for = alive if alive else self._waiting_for
+            self._wait(min(0.25, self.config.poll_interval_seconds))
+            return True
+        return False
+
     def _is_drained(self) -> bool:
-        if self._inflight or self._ready or self._dead or self._packer.pending_since is not None:
+        if self._inflight or self._ready or self._dead or self._held or self._packer.pending_since is not None:
             return False
         return self._tracker.is_empty()
 
@@ -177,16 +210,25 @@ class Shipper:
         if self._closed:
             return
         self._closed = True
-        self._abort.set()
-        self._pool.shutdown(wait=True)
+        self._stop_deliveries()
         self._collect_completed()
+        self._count_missing_keys()
         self._tracker.maybe_checkpoint(time.monotonic(), force=True)
         self._tracker.close()
+
+    def _stop_deliveries(self) -> None:
+        """Abort every delivery and end its call now; never wait for a hung thread past a short grace
+        (its batch stays unacknowledged: shipped again after the restart)."""
+        self._abort.set()
+        self._delivery.interrupt()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        futures_wait(list(self._inflight), timeout=STOP_GRACE_SECONDS)
 
     # -- reading -----------------------------------------------------------------------------
 
     def _rescan(self) -> None:
         self._last_scan = time.monotonic()
+        self._tracker.needs_rescan = False
         self._rescan_requested = not self._tracker.rescan()  # a failed listing is tried again (backed off)
 
     def _read_and_pack(self) -> bool:
@@ -197,64 +239,15 @@ class Shipper:
         low = self.config.concurrency
         worked = False
         progressed = True
-        while progressed and len(self._ready) < low and not self._dead.backed_up():
+        while progressed and len(self._ready) < low and not self._dead.backed_up() and not self._held.backed_up():
             progressed = False
             for progress in self._tracker.next_per_writer():
-                if self._read_segment(progress):
+                if self._reader.read(progress):
                     progressed = worked = True
+                self._ready.extend(self._packer.take_full())
                 if len(self._ready) >= low or self._dead.backed_up():
                     break
         return worked
-
-    def _read_segment(self, progress: SegmentProgress) -> bool:
-        segment_id = progress.segment_id
-        fd = self._tracker.open(progress)
-        if fd is None:
-            self._rescan_requested = True
-            return False
-        size = self._io.run("read", segment_id, self._ops.size_of, fd)
-        if size is FAILED:
-            return False
-        if size < progress.read:
-            self._tracker.shrunk(progress, size)
-            return True
-        if progress.read >= size:
-            return False
-        if progress.unshipped_since is None:
-            progress.unshipped_since = time.time()
-        chunk = self._io.run("read", segment_id, self._ops.read_lines, fd, progress.read, self.config.read_bytes)
-        if chunk is FAILED:
-            return False
-        if chunk.oversized:
-            return self._dead_letter_range(progress, chunk.start, chunk.end, "line longer than the read window")
-        if chunk.is_empty:
-            if progress.is_final and size > progress.read:
-                return self._dead_letter_range(progress, progress.read, size, "torn write: no newline at the end")
-            return False
-        lines = split_lines(chunk.data)
-        span = progress.new_span(chunk.start, chunk.end, len(lines))
-        if b"\0" in chunk.data:  # one memchr per chunk; compact JSON never holds a NUL byte
-            lines = self._dead_letter_holes(span, lines)
-        self._packer.pack(span, lines)
-        if span.pending <= 0:  # every line of it went to dead letters: nothing will acknowledge it
-            self._tracker.advance(segment_id, size)
-        self._ready.extend(self._packer.take_full())
-        return True
-
-    def _dead_letter_holes(self, span, lines: list[bytes]) -> list[bytes]:
-        """Lines with a NUL byte go to dead letters (a hole in the file: see tailer.deadletters)."""
-        for line in lines:
-            if b"\0" in line:
-                self._dead.line(span, line, f"line holds {line.count(0)} NUL bytes: a hole left by the disk "
-                                            "(a failed fsync?), not an event", kind="hole")
-        return [line for line in lines if b"\0" not in line]
-
-    def _dead_letter_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> bool:
-        if not self._dead.range(progress, start, end, reason):
-            return False  # not read past: tried again after the backoff
-        progress.new_span(start, end, 0)
-        self._tracker.advance(progress.segment_id)
-        return True
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -265,6 +258,7 @@ class Shipper:
 
     def _submit_ready(self) -> bool:
         worked = False
+        self._ready.extendleft(reversed(self._held.take_due()))
         while self._ready and len(self._inflight) < self.config.concurrency:
             batch = self._ready.popleft()
             future = self._pool.submit(self._delivery.deliver, batch)
@@ -280,19 +274,24 @@ class Shipper:
             batch = self._inflight.pop(future)
             try:
                 future.result()
-            except Aborted:
+            except (Aborted, CancelledError):
                 continue  # left unacknowledged: shipped again after the restart
             self._acknowledge(batch)
         return bool(done)
 
     def _acknowledge(self, batch: Batch) -> None:
-        self.metrics.lines_shipped.inc(batch.lines)
+        """Release the lines of a delivered batch (all but those of records held out of it)."""
+        held = self._held.hold_out(batch) if batch.held else None
+        self.metrics.lines_shipped.inc(batch.lines - batch.rejected_lines - (held.lines if held else 0))
         touched = set()
         for span, lines in batch.spans.items():
-            span.pending -= lines
+            span.pending -= lines - (held.spans.get(span, 0) if held else 0)
             touched.add(span.segment_id)
         for segment_id in touched:
             self._tracker.advance(segment_id)
+
+    def _count_missing_keys(self) -> None:
+        self.metrics.count_missing_keys(getattr(getattr(self._packer, "_key_fn", None), "missing", 0))
 
     # -- for tests and tools -----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import spooler
+from spooler.presence import live_writers
 
 from .metrics import TailerMetrics
 from .ratelog import RateLimitedLog
@@ -61,6 +62,7 @@ class SpoolOps:
     write_dead_letter = staticmethod(spooler.write_dead_letter)
     archive_segment = staticmethod(spooler.archive_segment)
     prune_archive = staticmethod(spooler.prune_archive)
+    live_writers = staticmethod(live_writers)
 
     @staticmethod
     def open_segment(path: Path) -> int:
@@ -83,8 +85,9 @@ class SpoolOps:
         return True
 
     @staticmethod
-    def save_checkpoint(store: spooler.CheckpointStore, offsets: dict[str, int]) -> None:
-        store.save(offsets)
+    def save_checkpoint(store: spooler.CheckpointStore, offsets: dict[str, int],
+                        identities: dict[str, dict] | None = None) -> None:
+        store.save(offsets, identities)
 
 
 class GuardedSpool:

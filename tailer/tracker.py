@@ -6,7 +6,11 @@ Invariants:
   is kept until its segment is known to be gone: a listing that misses a file
   mid-rename (readdir may show neither name) never drops its offset.
 - A segment is deleted (or archived) only when it is sealed and the checkpoint
-  *on disk* says every byte of it is acknowledged — or it is sealed and empty.
+  *on disk* says every byte of it is acknowledged — or it is sealed and has
+  stayed empty for ``quiet_seconds`` — and its path still names the file shipped
+  (same inode, the checkpointed size: :mod:`tailer.identity`).
+- An offset only ever applies to the file it was measured in: a segment replaced
+  or rewritten under the tailer is shipped from its first byte (tailer/identity.py).
 - A segment that shrinks below what was already read is reported loudly
   (error log, ``spoolship_tailer_segments_shrunk_total``) and shipped again
   from byte 0: duplicates, never a loss.
@@ -22,11 +26,13 @@ the shipper's loop owns it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from spooler import CheckpointStore, Segment, SegmentState
 
 from .config import TailerConfig
+from .identity import SegmentIdentity
 from .metrics import TailerMetrics
 from .progress import SegmentProgress
 from .spoolio import FAILED, MISSING, GuardedSpool
@@ -45,6 +51,9 @@ class SegmentTracker:
         self._dir = config.spool_dir
         self._store = CheckpointStore(self._dir)  # raises CheckpointLocked for a second tailer
         self._carried: dict[str, int] = dict(self._store.offsets)  # saved offsets of segments not tracked yet
+        self._carried_ids: dict[str, dict] = dict(self._store.identities)
+        self.identity = SegmentIdentity(io, metrics, quiet_seconds=config.quiet_seconds)
+        self.needs_rescan = False
         self.progress: dict[str, SegmentProgress] = {}
         self.dirty = False
         self.last_checkpoint = time.monotonic()
@@ -68,7 +77,14 @@ class SegmentTracker:
             if progress is None:
                 self._track(segment)
                 continue
+            if segment.ino and progress.ino and segment.ino != progress.ino:
+                self.identity.replaced(progress, "new_inode", segment.ino)
+                self.dirty = True
+            elif self.identity.head_changed(progress):
+                self.identity.replaced(progress, "rewritten", progress.ino)
+                self.dirty = True
             progress.segment = segment
+            progress.seen_active |= segment.state is not SegmentState.SEALED
             if segment.size < progress.read:
                 self.shrunk(progress, segment.size)
         for segment_id in [s for s in self.progress if s not in seen]:
@@ -76,6 +92,7 @@ class SegmentTracker:
         for segment_id in [s for s in self._carried if s not in seen]:
             if not self._still_there(segment_id):
                 del self._carried[segment_id]
+                self._carried_ids.pop(segment_id, None)
                 self.dirty = True
         self.update_gauges()
         return True
@@ -105,13 +122,20 @@ class SegmentTracker:
 
     def _track(self, segment: Segment) -> None:
         acked = self._carried.pop(segment.segment_id, 0)  # the last checkpoint saved
+        progress = SegmentProgress(segment, acked=0, read=0, ino=segment.ino,
+                                   seen_active=segment.state is not SegmentState.SEALED)
+        if not self.identity.adopt(progress, self._carried_ids.pop(segment.segment_id, None)) and acked:
+            self.identity.replaced(progress, "new_inode", segment.ino)
+            acked = 0
+            self.dirty = True
         if acked > segment.size:
             self._metrics.segments_shrunk.inc()
             log.error("checkpoint is past the end of its segment; shipping it again from the start",
                       extra={"segment": segment.segment_id, "checkpoint": acked, "size": segment.size})
             acked = 0
             self.dirty = True
-        progress = SegmentProgress(segment, acked=acked, read=acked)
+        progress.acked = progress.read = acked
+        progress.resync = acked > 0  # proven a line start only once byte acked-1 is read back
         if acked < segment.size:
             progress.unshipped_since = segment.mtime
         self.progress[segment.segment_id] = progress
@@ -133,7 +157,19 @@ class SegmentTracker:
                               missing_ok=True)
             if fd is FAILED or fd is MISSING:
                 return None
-            progress.fd = fd
+            ino = self.identity.fd_inode(progress, fd)
+            if ino is None:
+                os.close(fd)
+                return None
+            if progress.ino and ino != progress.ino:  # the name points at another file than was listed
+                self.identity.replaced(progress, "new_inode", ino)
+                self.dirty = True
+            progress.ino, progress.fd = ino, fd
+            if self.identity.head_changed(progress):
+                self.identity.replaced(progress, "rewritten", ino)
+                self.dirty = True
+                self.needs_rescan = True
+                return None
         return progress.fd
 
     def next_per_writer(self) -> list[SegmentProgress]:
@@ -166,7 +202,13 @@ class SegmentTracker:
         if not self.dirty or (not force and now - self.last_checkpoint < self.config.checkpoint_interval_seconds):
             return
         offsets = {**self._carried, **{sid: p.acked for sid, p in self.progress.items()}}
-        if self._io.run("checkpoint", "", self._io.ops.save_checkpoint, self._store, offsets) is FAILED:
+        identities = dict(self._carried_ids)
+        for sid, progress in self.progress.items():
+            identity = self.identity.to_checkpoint(progress)
+            if identity is not None:
+                identities[sid] = identity
+        if self._io.run("checkpoint", "", self._io.ops.save_checkpoint, self._store, offsets,
+                        identities) is FAILED:
             return  # stays dirty; retried after the backoff; nothing is deleted on the old checkpoint's word
         self.dirty = False
         self.last_checkpoint = now
@@ -183,6 +225,9 @@ class SegmentTracker:
         for segment_id, progress in list(self.progress.items()):
             size = progress.segment.size
             if not progress.is_done() or (size and saved.get(segment_id) != size):
+                continue
+            if not self.identity.may_delete(progress, size):
+                self.needs_rescan = True
                 continue
             progress.close_fd()
             if self._io.run("delete", segment_id, self._remove, progress.segment, missing_ok=True) is FAILED:
@@ -227,7 +272,7 @@ class SegmentTracker:
         return segments is not FAILED and not segments
 
     def bytes_behind(self) -> int:
-        return sum(max(0, p.segment.size - p.acked) for p in self.progress.values())
+        return sum(max(0, p.size - p.acked) for p in self.progress.values())
 
     def update_gauges(self) -> None:
         self._metrics.segments.set(len(self.progress))

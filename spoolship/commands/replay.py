@@ -17,6 +17,7 @@ from tailer.config import (
     DEFAULT_MAX_BATCH_BYTES,
     check_stream_name,
 )
+from tailer.credentials import CredentialRenewal
 from tailer.partition import parse_partition_key
 from tailer.replay import Replayer, ReplayOptions, check_readable
 
@@ -59,7 +60,8 @@ def replay(paths: tuple[Path, ...], stream: str, endpoint_url: str | None, regio
         try:
             session, region = make_session(endpoint_url, region)
             sink = KinesisSink(stream, endpoint_url=endpoint_url, region=region, session=session,
-                               max_connections=opts.concurrency + 2)
+                               max_connections=opts.concurrency + 2,
+                               renewal=CredentialRenewal(lambda: make_session(endpoint_url, region)[0]))
         except NoRegionError:
             raise click.UsageError("no AWS region: pass --region or set AWS_REGION") from None
         except BotoCoreError as exc:
@@ -98,7 +100,8 @@ def _print_summary(summary, opts, as_json: bool) -> None:
         "dry_run": opts.dry_run, "files": summary.files, "events": summary.events, "bytes": summary.bytes,
         "records": summary.records, "batches": summary.batches, "retries": summary.retries,
         "invalid_json": summary.invalid_json, "too_large": summary.too_large, "torn": summary.torn,
-        "skipped_head_bytes": summary.skipped_head_bytes, "failed_records": summary.failed_records,
+        "skipped_head_bytes": summary.skipped_head_bytes, "skipped_files": summary.skipped_files,
+        "failed_records": summary.failed_records,
         "elapsed_seconds": summary.elapsed_seconds, "error": summary.error, "ok": summary.ok,
     }
     if as_json:
@@ -106,7 +109,7 @@ def _print_summary(summary, opts, as_json: bool) -> None:
         return
     verb = "would send" if opts.dry_run else "sent"
     rate = summary.events / summary.elapsed_seconds if summary.elapsed_seconds else 0
-    click.echo(f"{verb} {summary.events:,} events ({summary.bytes:,} bytes) from {summary.files} file(s)"
+    click.echo(f"{verb} {summary.events:,} events from {summary.files} file(s) ({summary.bytes:,} bytes read)"
                + ("" if opts.dry_run else f" in {summary.records:,} records, {summary.batches:,} calls")
                + f"; {summary.elapsed_seconds:.1f}s, {rate:,.0f} events/s")
     if opts.dry_run:
@@ -115,6 +118,8 @@ def _print_summary(summary, opts, as_json: bool) -> None:
         click.echo(f"retried: {summary.retries:,}")
     if summary.skipped_head_bytes:
         click.echo(f"--from-offset fell inside a line: skipped {summary.skipped_head_bytes} bytes to the next line")
+    for skipped in summary.skipped_files:
+        click.echo(f"file skipped: {skipped}", err=True)
     for torn in summary.torn:
         click.echo(f"torn last line, not sent: {torn}")
     if summary.too_large:

@@ -28,6 +28,7 @@ from tailer.config import (
     DEFAULT_PERMANENT_RETRY_SECONDS,
     DEFAULT_POLL_INTERVAL_SECONDS,
 )
+from tailer.deadline import DEFAULT_CALL_DEADLINE_SECONDS
 from tailer.destination import open_sink
 from tailer.fleet import Fleet, Loop
 from tailer.follower import SpoolFollower
@@ -85,6 +86,9 @@ log = logging.getLogger(__name__)
 @option("--permanent-retry", "permanent_retry_seconds", type=DURATION, default=DEFAULT_PERMANENT_RETRY_SECONDS,
         help="How often to try again a call the endpoint refuses for good (missing stream, access denied, "
              "a proxy's 404); nothing is dropped meanwhile.")
+@option("--call-deadline", "call_deadline_seconds", type=DURATION, default=DEFAULT_CALL_DEADLINE_SECONDS,
+        help="Longest a PutRecords call may take, answer included: a trickling answer is cut off and the "
+             "call retried.")
 @option("--role-arn", help="Sign with this IAM role's credentials (AssumeRole, refreshed before they expire), "
         "assumed with boto3's usual credentials (IRSA, instance role, env): for a stream in another account.")
 @option("--external-id", help="The ExternalId the role's trust policy asks for.")

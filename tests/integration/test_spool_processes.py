@@ -189,5 +189,6 @@ def test_creating_files_are_removed_only_once_their_writer_is_dead(spool_dir):
     finally:
         proc.kill()
         proc.wait()
-    assert remove_stale_creating(spool_dir, older_than_seconds=0) == [hidden]
+    # Its presence file (spooler/presence.py) goes with it: the writer is dead.
+    assert remove_stale_creating(spool_dir, older_than_seconds=0) == [hidden, ".writer-frozen.lock"]
     assert os.listdir(spool_dir) == []

@@ -1,0 +1,158 @@
+"""A wall-clock deadline per call: a watchdog closes the connection of a call that takes too long.
+
+Socket timeouts bound each read, not the call: an endpoint (or a proxy) that
+trickles its answer one byte every few seconds never lets a read time out, and
+the call — with its batch and one of the ``--concurrency`` slots — would hang
+for as long as the trickle lasts. :class:`CallWatchdog` gives every call a
+deadline (``--call-deadline``, 30 s by default: well past the connect and read
+timeouts of a healthy call). The connection a call uses is recorded when its
+request is written (the pooled connection classes below, installed into
+botocore's urllib3 session by :func:`install`); a watchdog thread shuts that
+socket down at the deadline, so the blocked read fails at once and the call
+raises a retryable error (tailer/errors.py): sent again with backoff, nothing
+lost. :meth:`CallWatchdog.interrupt` ends every call in flight at once (the
+drain timeout: the tailer must not wait for a hung call to exit).
+
+Reaching into botocore's session (``_pool_classes_by_scheme``, ``_manager``) is
+kept in :func:`install` alone; tests/unit/test_call_deadline.py fails loudly if a
+botocore upgrade moves it. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+from botocore.awsrequest import (
+    AWSHTTPConnection,
+    AWSHTTPConnectionPool,
+    AWSHTTPSConnection,
+    AWSHTTPSConnectionPool,
+)
+
+from .errors import Unavailable
+
+__all__ = ["DEFAULT_CALL_DEADLINE_SECONDS", "CallWatchdog", "install"]
+
+DEFAULT_CALL_DEADLINE_SECONDS = 30.0
+_current = threading.local()  # the call (a _Call) this thread is making, if any
+
+
+class _Call:
+    __slots__ = ("connection", "deadline", "expired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.connection = None
+        self.expired = False
+
+
+class _Recording:
+    """Mixin for urllib3 connections: remember which connection the current call writes to."""
+
+    def request(self, *args, **kwargs):
+        call = getattr(_current, "call", None)
+        if call is not None:
+            call.connection = self
+        return super().request(*args, **kwargs)
+
+
+class _HTTPConnection(_Recording, AWSHTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Recording, AWSHTTPSConnection):
+    pass
+
+
+class _HTTPPool(AWSHTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(AWSHTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+def install(http_session) -> None:
+    """Make botocore's URLLib3Session record connections (before its first request)."""
+    classes = {"http": _HTTPPool, "https": _HTTPSPool}
+    http_session._pool_classes_by_scheme = classes
+    http_session._manager.pool_classes_by_scheme = classes
+
+
+class CallWatchdog:
+    def __init__(self, deadline_seconds: float = DEFAULT_CALL_DEADLINE_SECONDS) -> None:
+        if deadline_seconds <= 0:
+            raise ValueError("the call deadline must be positive")
+        self.deadline_seconds = deadline_seconds
+        self._calls: set[_Call] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """Around one call on this thread; raises Unavailable if the watchdog ended it."""
+        call = _Call(time.monotonic() + self.deadline_seconds)
+        with self._lock:
+            self._calls.add(call)
+            self._start()
+            self._wake.notify()
+        _current.call = call
+        try:
+            yield
+        except Exception:
+            if call.expired:
+                raise Unavailable(f"call ended by its {self.deadline_seconds:g} s deadline (the answer was "
+                                  "still not complete)", code="CallDeadline") from None
+            raise
+        finally:
+            _current.call = None
+            with self._lock:
+                self._calls.discard(call)
+
+    def interrupt(self) -> None:
+        """End every call in flight now (their batches stay unacknowledged)."""
+        with self._lock:
+            calls = list(self._calls)
+        for call in calls:
+            self._expire(call)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+
+    def _start(self) -> None:
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._watch, name="call-watchdog", daemon=True)
+            self._thread.start()
+
+    def _watch(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                late = [c for c in self._calls if c.deadline <= now and not c.expired]
+                if late:
+                    self._lock.release()
+                    try:
+                        for call in late:
+                            self._expire(call)
+                    finally:
+                        self._lock.acquire()
+                    continue
+                waits = [c.deadline - now for c in self._calls if not c.expired]
+                self._wake.wait(min(waits) if waits else None)
+
+    @staticmethod
+    def _expire(call: _Call) -> None:
+        call.expired = True
+        connection = call.connection
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,282 @@
+"""Review items 1, 2, 3 and 12: any change to a segment file under the tailer, against a real shipper on real files.
+
+One table of cases, each a change an operator or a tool can make to a segment while the tailer follows it
+(copied in, replaced by a new inode larger or smaller, replaced while the tailer was down, rewritten in place
+with or without the old line ends, truncated and regrown, replaced between the last listing and the
+deletion; a checkpoint edited to point inside a line). The invariant over all of them: every line the file
+holds at the end is shipped, nothing but whole lines of some version of the file is ever shipped (no
+fragment), nothing is dead-lettered, and the spool ends empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from spooler import (
+    CheckpointCorrupt,
+    CheckpointStore,
+    count_dead_letters,
+    list_segments,
+    read_checkpoint,
+)
+from spooler.checkpoint import CHECKPOINT_FILE
+from tests.unit.test_shipper import FakeSink, make_shipper, run_until, write_lines
+
+SID = "cp-00000001"
+
+
+def lines_of(tag: str, count: int, pad: int = 0) -> list[bytes]:
+    return [b'{"%s":%d,"p":"%s"}\n' % (tag.encode(), i, b"x" * ((i * 7 + pad) % 23)) for i in range(count)]
+
+
+def replace_file(path, data: bytes) -> None:
+    """Write aside, then rename over: a new inode under the same name."""
+    aside = path.with_name(".aside-" + path.name)
+    aside.write_bytes(data)
+    os.rename(aside, path)
+
+
+def rewrite_in_place(path, data: bytes) -> None:
+    """Truncate and write again: the same inode."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def wait_idle(shipper, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while shipper._inflight and time.monotonic() < deadline:
+        shipper.ship_once()
+        time.sleep(0.005)
+
+
+def assert_whole_lines(sink, *versions: list[bytes]) -> None:
+    known = set().union(*map(set, versions))
+    fragments = [line for line in sink.accepted if line not in known]
+    assert not fragments, f"shipped what no version of the file holds as a line: {fragments[:3]}"
+
+
+def _copied_in(spool_dir):
+    """cp / zcat into the spool: an empty sealed file appears, then grows (mid-line pieces)."""
+    lines = lines_of("c", 300)
+    data = b"".join(lines)
+    fd = os.open(spool_dir / f"{SID}.ndjson", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, quiet_seconds=1.0)
+    for _ in range(5):
+        shipper.request_rescan()
+        shipper.ship_once()
+    at_line_end = len(b"".join(lines[:100]))
+    for piece in (data[:1001], data[1001:at_line_end], data[at_line_end:5003], data[5003:]):
+        os.write(fd, piece)
+        for _ in range(3):
+            shipper.request_rescan()
+            shipper.ship_once()
+    os.close(fd)
+    return sink, shipper, [lines], lines
+
+
+def _sealed_then(change):
+    """A sealed segment read and in flight (Kinesis holds the calls), then ``change(path)`` -> new lines."""
+    def case(spool_dir):
+        _, old = write_lines(spool_dir, "cp", 60, segment_bytes=10**9)
+        [segment] = list_segments(spool_dir)
+        sink = FakeSink()
+        sink.gate.clear()
+        shipper = make_shipper(spool_dir, sink)
+        run_until(shipper, lambda: shipper._inflight)
+        new = change(segment.path)
+        sink.gate.set()
+        return sink, shipper, [old, new], new
+    return case
+
+
+def _replaced(count):
+    def change(path):
+        new = lines_of("n", count)
+        replace_file(path, b"".join(new))
+        return new
+    return change
+
+
+def _replaced_between_listing_and_deletion(spool_dir):
+    """Shipped and checkpointed; replaced before the next listing: the deletion must not take the new file."""
+    _, old = write_lines(spool_dir, "cp", 40, segment_bytes=10**9)
+    [segment] = list_segments(spool_dir)
+    sink = FakeSink()
+    sink.gate.clear()
+    shipper = make_shipper(spool_dir, sink, poll_interval_seconds=3600.0)
+    run_until(shipper, lambda: shipper._inflight)
+    new = lines_of("n", 40)
+    replace_file(segment.path, b"".join(new))
+    sink.gate.set()
+    wait_idle(shipper)
+    shipper.ship_once()  # acknowledgements, checkpoint, deletion: no listing in between
+    assert segment.path.exists(), "the replacement was deleted unshipped"
+    shipper.request_rescan()
+    return sink, shipper, [old, new], new
+
+
+def _active_then(change):
+    """An active segment shipped and acknowledged up to its end, then ``change(path)``; then sealed."""
+    def case(spool_dir):
+        writer, old = write_lines(spool_dir, "cp", 50, seal=False, segment_bytes=10**9)
+        [segment] = list_segments(spool_dir)
+        sink = FakeSink()
+        shipper = make_shipper(spool_dir, sink)
+        run_until(shipper, lambda: len(sink.accepted) == 50 and not shipper._dirty)
+        new = change(segment.path)
+        writer.close()  # seals it (a rename: the same inode as the path holds now)
+        shipper.request_rescan()
+        return sink, shipper, [old, new], new
+    return case
+
+
+def _rewritten(count, same_line_ends=False):
+    def change(path):
+        new = [b'{"o":%d,"p":"%s"}\n' % (i, b"x" * ((i * 7) % 23)) for i in range(count)] if same_line_ends \
+            else lines_of("rewritten", count, pad=3)
+        rewrite_in_place(path, b"".join(new))
+        return new
+    return change
+
+
+def _restarted_after_replacement(spool_dir):
+    """The tailer was down while the file was replaced: the old inode's offset must not apply to the new one."""
+    writer, old = write_lines(spool_dir, "cp", 50, seal=False, segment_bytes=10**9)
+    sink = FakeSink()
+    first = make_shipper(spool_dir, sink)
+    run_until(first, lambda: len(sink.accepted) == 50 and not first._dirty)
+    first.close()
+    writer.close()
+    [segment] = list_segments(spool_dir)
+    new = lines_of("n", 80)
+    replace_file(segment.path, b"".join(new))
+    sink.accepted.clear()
+    shipper = make_shipper(spool_dir, sink)
+    return sink, shipper, [new], new
+
+
+def _checkpoint_inside_a_line(spool_dir):
+    """A hand-edited checkpoint (no identity) pointing into line 10: shipping resumes at line 11."""
+    _, lines = write_lines(spool_dir, "cp", 30, segment_bytes=10**9)
+    [segment] = list_segments(spool_dir)
+    inside = len(b"".join(lines[:10])) + 3
+    with CheckpointStore(spool_dir) as store:
+        store.save({segment.segment_id: inside})
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink)
+    return sink, shipper, [lines], lines[11:]
+
+
+CASES = {
+    "copied in: empty at first, then growing": _copied_in,
+    "replaced by a new inode, larger": _sealed_then(_replaced(120)),
+    "replaced by a new inode, smaller": _sealed_then(_replaced(20)),
+    "replaced between the listing and the deletion": _replaced_between_listing_and_deletion,
+    "replaced while the tailer was down": _restarted_after_replacement,
+    "truncated and regrown past the read offset": _active_then(_rewritten(90)),
+    "rewritten in place, line ends where they were": _active_then(_rewritten(50, same_line_ends=True)),
+    "truncated below the read offset, then grown": _active_then(_rewritten(10)),
+    "checkpoint edited to point inside a line": _checkpoint_inside_a_line,
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_any_change_to_a_segment_under_the_tailer_ships_the_file_as_it_is_now(spool_dir, case):
+    sink, shipper, versions, final = CASES[case](spool_dir)
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False) and not shipper._inflight, timeout=20)
+    shipper.close()
+    missing = [line for line in final if line not in set(sink.accepted)]
+    assert not missing, f"{len(missing)} of {len(final)} lines the file holds now were never shipped"
+    assert_whole_lines(sink, *versions)
+    assert count_dead_letters(spool_dir) == 0
+    assert read_checkpoint(spool_dir) == {}
+
+
+def test_a_replacement_is_logged_and_counted(spool_dir, caplog):
+    sink, shipper, _, _ = _sealed_then(_replaced(120))(spool_dir)
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False) and not shipper._inflight, timeout=20)
+    shipper.close()
+    assert sum(shipper.metrics.segments_replaced.labels(how)._value.get()
+               for how in ("new_inode", "rewritten", "checkpoint_mid_line")) >= 1
+    assert any("another file" in r.message for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_the_checkpoint_records_which_file_each_offset_belongs_to(spool_dir):
+    writer, _ = write_lines(spool_dir, "cp", 20, seal=False, segment_bytes=10**9)
+    [segment] = list_segments(spool_dir)
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink)
+    run_until(shipper, lambda: len(sink.accepted) == 20 and not shipper._dirty)
+    shipper.close()
+    writer.close()
+    doc = json.loads((spool_dir / CHECKPOINT_FILE).read_text())
+    identity = doc["identities"][segment.segment_id]
+    assert identity["ino"] == os.stat(segment.path.with_suffix(".ndjson")).st_ino
+    assert identity["head_bytes"] > 0 and identity["head"]
+
+
+def test_the_same_content_under_a_new_inode_keeps_its_offset_across_a_restart(spool_dir):
+    """A volume restored from a copy (or inode numbers that change across mounts): nothing re-sent."""
+    writer, old = write_lines(spool_dir, "cp", 50, seal=False, segment_bytes=10**9)
+    sink = FakeSink()
+    first = make_shipper(spool_dir, sink)
+    run_until(first, lambda: len(sink.accepted) == 50 and not first._dirty)
+    first.close()
+    writer.close()
+    [segment] = list_segments(spool_dir)
+    more = lines_of("more", 5)
+    replace_file(segment.path, segment.path.read_bytes() + b"".join(more))
+    sink.accepted.clear()
+    shipper = make_shipper(spool_dir, sink)
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sink.accepted == more, "only what the first tailer had not shipped"
+
+
+@pytest.mark.parametrize("offset", ["true", "false", "1.0", '"12"', "-1", "null"])
+def test_a_checkpoint_offset_that_is_not_a_json_integer_is_refused(spool_dir, offset):
+    (spool_dir / CHECKPOINT_FILE).write_text('{"version": 1, "segments": {"cp-00000001": ' + offset + '}}')
+    with pytest.raises(CheckpointCorrupt):
+        read_checkpoint(spool_dir)
+
+
+def test_a_checkpoint_version_true_is_not_version_1(spool_dir):
+    (spool_dir / CHECKPOINT_FILE).write_text('{"version": true, "segments": {}}')
+    with pytest.raises(CheckpointCorrupt):
+        read_checkpoint(spool_dir)
+
+
+def test_an_old_checkpoint_without_identities_is_still_honoured(spool_dir):
+    _, lines = write_lines(spool_dir, "cp", 30, segment_bytes=10**9)
+    [segment] = list_segments(spool_dir)
+    (spool_dir / CHECKPOINT_FILE).write_text(json.dumps(
+        {"version": 1, "segments": {segment.segment_id: len(b"".join(lines[:12]))}}))
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink)
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sink.accepted == lines[12:]
+
+
+def test_an_empty_sealed_segment_is_deleted_once_it_has_stayed_empty(spool_dir):
+    started = time.monotonic()
+    (spool_dir / f"{SID}.ndjson").touch()
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, quiet_seconds=0.3)
+    result = []
+    runner = threading.Thread(target=lambda: result.append(
+        run_until(shipper, lambda: not list_segments(spool_dir, probe=False), timeout=20)))
+    runner.start()
+    runner.join(30)
+    assert time.monotonic() - started >= 0.25, "deleted before it had stayed empty for the quiet period"
+    assert result == [None]
