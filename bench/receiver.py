@@ -1,13 +1,16 @@
 """Receiver throughput and latency with wrk, against a bare Flask+waitress endpoint in the same run.
 
 Contenders run alternately, --rounds times, wrk with one thread on the other core;
-each is judged on its best round (bench/targets.py states the conditions: workers,
+each is judged on its best round, the batch rate on its worst (every round must reach
+it; bench/targets.py states the conditions: workers,
 waitress threads, connections, events per request, seconds and rounds, and wrk not
 saturated). The bare endpoint (bench/bare_app.py) reads the body like the receiver
 and runs with the receiver's waitress settings; it is measured with the single
 event and with the 100-event batch, so every absolute figure has a same-run
-baseline. Memory: RSS per worker after a million events in 100-event batches, and
-while answering 503 at the spool cap.
+baseline. Every ratio is printed per round (a round's figure over the same round's
+baseline), next to the servers' own CPU per request, which other processes on a shared
+machine move far less than the rates. Memory: RSS per worker after a million events
+in 100-event batches, and while answering 503 at the spool cap.
 """
 
 from __future__ import annotations
@@ -76,13 +79,26 @@ def worker_rss(parent_pid: int) -> list[float]:
     return [p.memory_info().rss / 1024**2 for p in procs]
 
 
+def server_cpu_seconds(parent_pid: int) -> float:
+    parent = psutil.Process(parent_pid)
+    total = 0.0
+    for proc in [parent, *parent.children()]:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def run_contender(cmd, port, body, seconds, connections) -> dict:
     process = start(cmd, port)
     try:
         wrk(port, body, 1, connections)  # warm-up
         others = OtherLoad([process.pid])
+        cpu_before = server_cpu_seconds(process.pid)
         result = wrk(port, body, seconds, connections)
         result["others_cpu_cores"] = others.cores(result["wrk_cpu_seconds"])
+        # The server's own CPU per request: other processes on the machine change it far less than the rate.
+        result["server_cpu_us_per_request"] = round(
+            (server_cpu_seconds(process.pid) - cpu_before) / max(1, result["requests"]) * 1e6, 1)
         result["rss_mib"] = round(max(worker_rss(process.pid)), 1)
         return result
     finally:
@@ -186,17 +202,34 @@ def main() -> None:
     best = {name: max(runs, key=lambda r: r["rps"]) for name, runs in rounds.items()}
     for name, r in best.items():
         print(f"{name:12} {r['rps']:>10,.0f} req/s   {r['events_per_s']:>10,} events/s   p50 {r['p50_ms']:.2f} ms   "
-              f"p99 {r['p99_ms']:.2f} ms   wrk CPU {r['wrk_cpu_cores']:.2f}   others' CPU {r['others_cpu_cores']:.2f} cores"
-              "   (rounds: "
+              f"p99 {r['p99_ms']:.2f} ms   server CPU {r['server_cpu_us_per_request']:,.0f} µs/request   "
+              f"wrk CPU {r['wrk_cpu_cores']:.2f}   others' CPU {r['others_cpu_cores']:.2f} cores   (rounds: "
               + ", ".join(f"{x['rps']:,.0f}" for x in rounds[name]) + ")")
     print(f"memory: {memory}")
     per_round = {name: [round(r["rps"], 1) for r in runs] for name, runs in rounds.items()}
-    ratios = {"one_worker_over_bare": [round(a / b, 3) for a, b in zip(per_round["receiver_1w"], per_round["bare"],
-                                                                        strict=True)],
-              "two_workers_over_one": [round(a / b, 3) for a, b in zip(per_round["receiver_2w"],
-                                                                        per_round["receiver_1w"], strict=True)]}
+    ratios = ratios_per_round(rounds)
+    for name, values in ratios.items():
+        print(f"ratio {name:34} per round: " + ", ".join(f"{v:.2f}" for v in values)
+              + f"   (range {min(values):.2f}–{max(values):.2f})")
     report("receiver", {"best": best, "rounds_rps": per_round, "ratios_per_round": ratios, "memory": memory,
                         "settings": vars(args)}, figures(args, rounds, best, memory), machine, env)
+
+
+# name → (contender, its baseline, the figure compared): each round's figure over the same round's baseline.
+RATIOS = {
+    "one_worker_over_bare": ("receiver_1w", "bare", "rps"),
+    "two_workers_over_one": ("receiver_2w", "receiver_1w", "rps"),
+    "batch_over_bare_batch": ("batch_1w", "bare_batch", "rps"),
+    # CPU per request, bare over receiver: what the receiver adds, as load on the machine moves it least.
+    "cpu_bare_over_one_worker": ("bare", "receiver_1w", "server_cpu_us_per_request"),
+    "cpu_bare_batch_over_batch": ("bare_batch", "batch_1w", "server_cpu_us_per_request"),
+}
+
+
+def ratios_per_round(rounds: dict[str, list[dict]]) -> dict[str, list[float]]:
+    return {name: [round(a[key] / b[key], 3) if b[key] else 0.0 for a, b in zip(rounds[top], rounds[bottom],
+                                                                                 strict=True)]
+            for name, (top, bottom, key) in RATIOS.items()}
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ BODY_BYTES = 4096
 # beacon's body is then never counted byte by byte.
 WORST_BYTES_PER_BYTE = WIDE_BYTES_PER_BYTE + max(CONTAINER_BYTES, VALUE_BYTES, KEY_BYTES, QUOTE_BYTES, LINE_BYTES)
 SCAN_FROM_BYTES = 2048
+_NOT_COUNTED = bytes(b for b in range(256) if b not in b'{[,:"\n')
+_COUNT_SLICE_BYTES = 256 * 1024
 # Per event, once parsed: an id str (75 bytes) and the dict growing to hold two more keys.
 STAMP_BYTES_PER_EVENT = 400
 
@@ -64,14 +66,19 @@ class ParseCost:
             self.unscanned += len(piece)  # charged the worst rate
             self._ends_in_backslash = piece[-1:] == b"\\"
             return
-        count = piece.count
-        self.containers += count(b"{") + count(b"[")
-        self.values += count(b",")
-        self.keys += count(b":")
-        self.quotes += count(b'"')
-        self.lines += count(b"\n")
+        for start in range(0, len(piece), _COUNT_SLICE_BYTES):
+            # bytes.count of one byte is a plain loop (~1.5 ns a byte here); deleting every other byte first is
+            # one pass and leaves the counts a string a fifth as long (typical JSON): 3x cheaper, the same counts.
+            # In slices, so that the copy stays small beside the body whatever the piece.
+            part = piece if len(piece) <= _COUNT_SLICE_BYTES else piece[start:start + _COUNT_SLICE_BYTES]
+            count = part.translate(None, _NOT_COUNTED).count
+            self.containers += count(b"{") + count(b"[")
+            self.values += count(b",")
+            self.keys += count(b":")
+            self.quotes += count(b'"')
+            self.lines += count(b"\n")
         if not self.wide and piece:
-            self.wide = (not piece.isascii() or b"\\u" in piece
+            self.wide = (not piece.isascii() or (b"\\" in piece and b"\\u" in piece)  # memchr first: most have none
                          or (self._ends_in_backslash and piece[0] == 0x75))  # 'u' after a '\' cut off
         self._ends_in_backslash = piece[-1:] == b"\\"
 

@@ -32,9 +32,6 @@ class ReceiverMetrics:
         self.requests_rejected = Counter(
             "spoolship_receiver_requests_rejected", "Requests refused, by reason", ["reason"], registry=r
         )
-        self.events_rejected = Counter(
-            "spoolship_receiver_events_rejected", "Events in refused requests, by reason", ["reason"], registry=r
-        )
         self.request_seconds = Histogram(
             "spoolship_receiver_request_seconds", "POST /v1/events latency", buckets=LATENCY_BUCKETS, registry=r
         )

@@ -71,9 +71,11 @@ class RouteSpools:
         if self.metrics is not None:
             for name, writer, stats in zip(self.names, self.writers, every, strict=True):
                 self.metrics.spool_bytes.labels(name).set(stats.spool_bytes)
+                self.metrics.max_spool_bytes.labels(name).set(writer.config.max_spool_bytes)
                 self.metrics.route_ready.labels(name).set(0 if writer.refusal() else 1)
             if self.bad is not None:
                 self.metrics.spool_bytes.labels("bad").set(self.bad.stats().spool_bytes)
+                self.metrics.max_spool_bytes.labels("bad").set(self.bad.config.max_spool_bytes)
         return WriterStats(
             appends=sum(s.appends for s in every),
             bytes_appended=sum(s.bytes_appended for s in every),

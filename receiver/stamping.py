@@ -8,22 +8,30 @@ numeric order, so ids sort as strings.
 
 :func:`serialize_events` stamps a request's events and writes them as the
 spool's NDJSON, checking each event's size; its output is reported as it grows
-so that the request's memory hold covers it.
+so that the request's memory hold covers it. A batch whose events hold no stamp
+field yet gets the stamps written into its lines instead of its dicts
+(receiver/stamped_lines.py): the same bytes, a third of the work.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import not_, setitem
 
 import orjson
 
 from .errors import TooLarge
+from .stamped_lines import serialize_spliced
 
-__all__ = ["IdGenerator", "Stamping", "encode_id", "format_received_at", "serialize_events", "serialize_routed"]
+__all__ = ["IdGenerator", "Stamping", "encode_id", "encode_run", "format_received_at", "serialize_events",
+           "serialize_routed"]
 
 _RANDOM_BITS = 80
 _RANDOM_MASK = (1 << _RANDOM_BITS) - 1
@@ -49,21 +57,53 @@ class IdGenerator:
         self._lock = threading.Lock()
         self._last_ms = -1
         self._counter = 0
+        self._random = random.Random()  # seeded from os.urandom
+        self._pid = os.getpid()
 
     def new_ids(self, count: int, now_ms: int) -> list[str]:
-        # Drawn outside the lock: os.urandom is a syscall that lets other threads run (and queue up).
-        fresh = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
+        # Each new millisecond starts at fresh random bits: from a generator seeded by os.urandom, not
+        # os.urandom itself — a syscall per request that let the other threads run (and queue up). A
+        # forked child would share the parent's generator state (and draw the same ids): it reseeds.
+        if os.getpid() != self._pid:
+            self._random, self._pid = random.Random(), os.getpid()
+        fresh = self._random.getrandbits(_RANDOM_BITS - 1)  # room to count up
         with self._lock:
             if now_ms > self._last_ms:
                 self._last_ms = now_ms
                 self._counter = fresh
             ms, first = self._last_ms, self._counter
             self._counter += count
-        base = ms << _RANDOM_BITS
-        return [encode_id(base | ((first + i) & _RANDOM_MASK)) for i in range(count)]
+        if count == 1:
+            return [encode_id((ms << _RANDOM_BITS) | (first & _RANDOM_MASK))]
+        return encode_run(ms, first, count)
+
+
+# The last two digits of an id: its value's low 8 bits (and the 2 padding bits), for each of the 256.
+_LOW_DIGITS = [_PAIRS[low << 2] for low in range(256)]
+
+
+def encode_run(ms: int, first: int, count: int) -> list[str]:
+    """The ids of ``ms`` with random parts ``first`` … ``first + count - 1`` (wrapping at 80 bits), encoded.
+
+    The same strings as :func:`encode_id` of each value, at a fraction of the cost: consecutive values
+    share all but their last two digits within each aligned block of 256, so each block's prefix is
+    encoded once and only the last two digits are looked up per id.
+    """
+    base = ms << _RANDOM_BITS
+    out: list[str] = []
+    done = 0
+    while done < count:
+        value = base | ((first + done) & _RANDOM_MASK)  # a wrap lands on a multiple of 256: never inside a block
+        low = value & 255
+        take = min(256 - low, count - done)
+        prefix = encode_id(value)[:-2]
+        out += [prefix + digits for digits in _LOW_DIGITS[low:low + take]]
+        done += take
+    return out
 
 
 _second_cache: tuple[int, str] = (-1, "")
+_ms_cache: tuple[int, str] = (-1, "")
 
 
 def format_received_at(now_ms: int | float) -> str:
@@ -72,14 +112,19 @@ def format_received_at(now_ms: int | float) -> str:
     Takes integer milliseconds (a float of seconds is accepted and rounded to
     the nearest millisecond); the date part is cached per second.
     """
-    global _second_cache
+    global _second_cache, _ms_cache
     ms = now_ms if isinstance(now_ms, int) else round(now_ms * 1000)
+    cached_ms, text = _ms_cache
+    if cached_ms == ms:  # several requests a millisecond, under load
+        return text
     seconds, millis = divmod(ms, 1000)
     cached_second, prefix = _second_cache
     if cached_second != seconds:
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         _second_cache = (seconds, prefix)
-    return f"{prefix}.{millis:03d}Z"
+    text = f"{prefix}.{millis:03d}Z"
+    _ms_cache = (ms, text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -103,14 +148,23 @@ def _stamp(events: list[dict], stamping: Stamping, ids: IdGenerator, context: di
         now_ms = time.time_ns() // 1_000_000  # one clock reading for the ids and the receive time
         received_at = format_received_at(now_ms)
         id_field, at_field = stamping.id_field, stamping.received_at_field
-        missing = [e for e in events if id_field not in e]
-        for event, new_id in zip(missing, ids.new_ids(len(missing), now_ms), strict=True):
-            event[id_field] = new_id
-        for event in events:
+        if len(events) == 1:
+            event = events[0]
+            if id_field not in event:
+                event[id_field] = ids.new_ids(1, now_ms)[0]
             event[at_field] = received_at
+        else:
+            # C loops (map over operator.setitem, drained by a zero-length deque): no Python step per event.
+            missing = list(compress(events, map(not_, map(dict.__contains__, events, repeat(id_field)))))
+            _drain(map(setitem, missing, repeat(id_field), ids.new_ids(len(missing), now_ms)))
+            _drain(map(setitem, events, repeat(at_field), repeat(received_at, len(events))))
     if context:
-        for event in events:
-            event.update(context)
+        _drain(map(dict.update, events, repeat(context)))
+
+
+def _drain(iterator: Iterator) -> None:
+    """Run an iterator for its effects, in C."""
+    deque(iterator, maxlen=0)
 
 
 def serialize_events(events: list[dict], stamping: Stamping, ids: IdGenerator, max_event_bytes: int,
@@ -122,6 +176,19 @@ def serialize_events(events: list[dict], stamping: Stamping, ids: IdGenerator, m
     ``on_growth(bytes so far)`` is called as the output grows (it may raise).
     ``context``: fields stamped into every event (receiver/context.py).
     """
+    if stamping.enabled and not context and len(events) > 1:
+        now_ms = time.time_ns() // 1_000_000  # one clock reading for the ids and the receive time
+        spliced = serialize_spliced(events, stamping.id_field, stamping.received_at_field,
+                                    format_received_at(now_ms), lambda count: ids.new_ids(count, now_ms),
+                                    max_event_bytes, on_growth)
+        if spliced is not None:
+            return spliced
+    return _stamp_and_serialize(events, stamping, ids, max_event_bytes, on_growth, context)
+
+
+def _stamp_and_serialize(events: list[dict], stamping: Stamping, ids: IdGenerator, max_event_bytes: int,
+                         on_growth: Callable[[int], None] | None, context: dict | None) -> bytes | bytearray:
+    """The general path of :func:`serialize_events`: stamp the dicts, then serialize them."""
     _stamp(events, stamping, ids, context)
     if len(events) == 1:  # one event (a beacon, or one large event): its line is the output, not copied
         line = orjson.dumps(events[0], option=_APPEND_NEWLINE)

@@ -33,7 +33,17 @@ from pathlib import Path
 
 from spooler import parse_size
 
-from .plan import BadPlan, DestinationPlan, Plan, RoutePlan
+from .plan import (
+    FIREHOSE,
+    FIREHOSE_RECORD_BYTES,
+    LARGEST_BAD_EVENT_EXTRA_BYTES,
+    LARGEST_BAD_EVENT_FACTOR,
+    BadPlan,
+    DestinationPlan,
+    Plan,
+    RoutePlan,
+    largest_bad_event_bytes,
+)
 
 __all__ = ["ConfigError", "load_plan", "parse_plan"]
 
@@ -121,7 +131,8 @@ def parse_plan(doc: dict, source: Path, spool_dir: Path | None = None, *, check_
         root = Path(".")
     routing = problems.table("routing", doc.get("routing", {}))
     problems.unknown("routing", routing, {"field", "default"})
-    destinations = _destinations(problems, problems.table("destinations", doc.get("destinations", {})))
+    destinations_table = problems.table("destinations", doc.get("destinations", {}))
+    destinations = _destinations(problems, destinations_table)
     routes, bad = _routes(problems, problems.table("routes", doc.get("routes", {})), root)
     field = routing.get("field")
     if field is not None:
@@ -140,12 +151,16 @@ def parse_plan(doc: dict, source: Path, spool_dir: Path | None = None, *, check_
     if not routes:
         problems.append("routes: at least one route of events is needed")
     for route in routes + ([bad] if bad else []):
+        if route.destination in destinations_table:
+            continue  # valid, or its own problems are reported already (not "is not a destination" too)
         if route.destination not in destinations:
             known = ", ".join(sorted(destinations)) or "none"
             problems.append(f"routes.{route.name}.destination: {route.destination!r} is not a destination "
                             f"(known: {known})")
     _check_values(problems, routes)
     _check_spools(problems, routes + ([bad] if bad else []))
+    if bad is not None and bad.destination in destinations:
+        _check_bad_record(problems, bad, destinations[bad.destination])
     warnings = tuple(f"destinations.{name}: no route uses it" for name in sorted(destinations)
                      if name not in {r.destination for r in routes + ([bad] if bad else [])})
     if problems:
@@ -198,9 +213,17 @@ def _routes(problems: _Problems, table: dict, root: Path) -> tuple[list[RoutePla
         spec = problems.table(where, value)
         problems.unknown(where, spec, BAD_KEYS if name == "bad" else ROUTE_KEYS)
         destination = problems.string(f"{where}.destination", spec.get("destination")) or ""
-        spool = Path(spec["spool_dir"]) if isinstance(spec.get("spool_dir"), str) else root / name
-        if "spool_dir" in spec and not isinstance(spec["spool_dir"], str):
-            problems.append(f"{where}.spool_dir: must be a string")
+        # A route's own spool_dir is relative to the spool root, and must stay under it (routes review,
+        # finding 2): elsewhere it is another volume in each container (/tmp is an emptyDir of its own),
+        # so the tailer never sees what the receiver acknowledged there, and it dies with the pod.
+        spool = root / spec["spool_dir"] if isinstance(spec.get("spool_dir"), str) and spec["spool_dir"] \
+            else root / name
+        if "spool_dir" in spec and not (isinstance(spec["spool_dir"], str) and spec["spool_dir"]):
+            problems.append(f"{where}.spool_dir: must be a non-empty string")
+        elif not _is_under(spool, root):
+            problems.append(f"{where}.spool_dir: {spool} is outside the spool root {root}: a route spool must be "
+                            "on the spool volume, at the same path in the receiver and the tailer (a relative "
+                            "path is taken from the spool root)")
         cap = problems.size(f"{where}.max_spool_bytes", spec["max_spool_bytes"]) if "max_spool_bytes" in spec else None
         if name == "bad":
             rates = {}
@@ -225,6 +248,11 @@ def _routes(problems: _Problems, table: dict, root: Path) -> tuple[list[RoutePla
     return routes, bad
 
 
+def _is_under(path: Path, root: Path) -> bool:
+    path, root = path.resolve(), root.resolve()
+    return path == root or root in path.parents
+
+
 def _check_values(problems: _Problems, routes: list[RoutePlan]) -> None:
     owners: dict[str, str] = {}
     for route in routes:
@@ -244,6 +272,21 @@ def _check_spools(problems: _Problems, routes: list[RoutePlan]) -> None:
             elif path in other_path.parents or other_path in path.parents:
                 problems.append(f"routes.{name} and routes.{other}: one spool is inside the other ({path}, "
                                 f"{other_path}); a spool counts its subdirectories toward its cap")
+
+
+def _check_bad_record(problems: _Problems, bad: BadPlan, destination: DestinationPlan) -> None:
+    """The largest bad event (its payload escaped, with its errors) must fit one record of the bad
+    route's destination, or it is dead-lettered instead of kept (routes review, finding 11)."""
+    if destination.kind != FIREHOSE:
+        return  # a Kinesis record (1 MiB) holds the largest bad event of any allowed max_payload_bytes
+    limit = destination.settings.get("firehose_record_bytes", FIREHOSE_RECORD_BYTES)
+    largest = largest_bad_event_bytes(bad.max_payload_bytes)
+    if largest + 1 > limit:
+        fitting = max(0, (limit - 1 - LARGEST_BAD_EVENT_EXTRA_BYTES) // LARGEST_BAD_EVENT_FACTOR)
+        problems.append(f"routes.bad: its largest event ({largest} bytes, for max_payload_bytes = "
+                        f"{bad.max_payload_bytes}) does not fit a {limit}-byte record of destinations."
+                        f"{destination.name}; set routes.bad.max_payload_bytes to at most {fitting}, or raise "
+                        f"destinations.{destination.name}.record_bytes")
 
 
 def _check_tailer_settings(plan: Plan, source: Path) -> None:

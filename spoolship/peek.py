@@ -7,14 +7,16 @@ Respects the 5 GetRecords calls per second per shard by pacing each shard.
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Iterator
 
 from tailer.kpl import deaggregate
 
-__all__ = ["delivery_stream_bucket", "peek_delivery_stream", "peek_records"]
+__all__ = ["decoded", "delivery_stream_bucket", "peek_delivery_stream", "peek_records"]
 
 PER_SHARD_INTERVAL_SECONDS = 0.2
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def peek_records(client, stream: str, *, start: str = "TRIM_HORIZON", follow: bool = False,
@@ -67,6 +69,14 @@ def delivery_stream_bucket(firehose, name: str) -> tuple[str, str]:
     raise ValueError(f"delivery stream {name!r} does not deliver to S3: nothing to read back")
 
 
+def decoded(body: bytes) -> bytes:
+    """An object as Firehose wrote it: gzip (``CompressionFormat: GZIP``, one member per object or several)
+    is inflated, so that peek prints events, not compressed bytes (routes review, finding 13)."""
+    if body[:2] == GZIP_MAGIC:
+        return gzip.decompress(body)
+    return body
+
+
 def peek_delivery_stream(firehose, s3, name: str, *, follow: bool = False,
                          poll_seconds: float = 1.0) -> Iterator[bytes]:
     """Yield every line of every S3 object the delivery stream wrote (oldest key first); with
@@ -81,7 +91,7 @@ def peek_delivery_stream(firehose, s3, name: str, *, follow: bool = False,
         for key in sorted(fresh):
             seen.add(key)
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            yield from body.splitlines(keepends=True)
+            yield from decoded(body).splitlines(keepends=True)
         if not follow:
             return
         time.sleep(poll_seconds)

@@ -12,17 +12,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from receiver.bad_events import LARGEST_BAD_EVENT_EXTRA_BYTES, LARGEST_BAD_EVENT_FACTOR
 from receiver.routing import BAD_ROUTE, BadRoute, Route, Routing
 
 if TYPE_CHECKING:
     from tailer import TailerConfig
 
-__all__ = ["FIREHOSE_RECORD_BYTES", "BadPlan", "DestinationPlan", "Plan", "RoutePlan"]
+__all__ = ["BAD_ROUTE_DEFAULT_MAX_SPOOL_BYTES", "FIREHOSE_RECORD_BYTES", "LARGEST_BAD_EVENT_EXTRA_BYTES",
+           "LARGEST_BAD_EVENT_FACTOR", "BadPlan", "DestinationPlan", "Plan", "RoutePlan", "largest_bad_event_bytes"]
+
+# The bad route keeps what hostile clients send: its own small cap unless the file sets one, so that its
+# destination down never fills the claim (routes review, finding 9). docs/config.md.
+BAD_ROUTE_DEFAULT_MAX_SPOOL_BYTES = 64 * 1024**2
 
 # tailer.firehose_packing.FIREHOSE_MAX_RECORD_BYTES, repeated so that `spoolship receive` never imports the
 # tailer (and boto3); tests/unit/test_config_file.py keeps the two equal.
 FIREHOSE_RECORD_BYTES = 1000 * 1024
 FIREHOSE = "firehose"
+
+
+def largest_bad_event_bytes(max_payload_bytes: int) -> int:
+    """The longest line the receiver writes to the bad route (receiver/bad_events.py's bound)."""
+    return LARGEST_BAD_EVENT_FACTOR * max_payload_bytes + LARGEST_BAD_EVENT_EXTRA_BYTES
 
 
 @dataclass(frozen=True)
@@ -89,9 +100,34 @@ class Plan:
                        for r in self.routes)
         bad = None
         if self.bad is not None:
-            bad = BadRoute(self.bad.spool_dir, self.bad.max_spool_bytes or default_max_spool_bytes,
+            bad = BadRoute(self.bad.spool_dir, self.bad_max_spool_bytes(default_max_spool_bytes),
                            self.bad.bytes_per_second, self.bad.events_per_second, self.bad.max_payload_bytes)
         return Routing(routes, self.default, self.field, bad)
+
+    def bad_max_spool_bytes(self, default_max_spool_bytes: int) -> int:
+        assert self.bad is not None
+        return self.bad.max_spool_bytes or min(BAD_ROUTE_DEFAULT_MAX_SPOOL_BYTES, default_max_spool_bytes)
+
+    def caps(self, default_max_spool_bytes: int) -> dict[str, int]:
+        """Every route's cap (the bad route's too), as the receiver applies them."""
+        caps = {r.name: r.max_spool_bytes or default_max_spool_bytes for r in self.routes}
+        if self.bad is not None:
+            caps[self.bad.name] = self.bad_max_spool_bytes(default_max_spool_bytes)
+        return caps
+
+    def oversubscribed(self, default_max_spool_bytes: int, min_free_bytes: int, volume_bytes: int) -> str | None:
+        """Why the routes' caps do not fit the spool volume, or None. Each route stops at its own cap, so
+        one destination down fills only its own share, as long as every share fits: past the volume the
+        disk's --min-free-bytes refuses every route at once (routes review, finding 9)."""
+        caps = self.caps(default_max_spool_bytes)
+        needed = sum(caps.values()) + min_free_bytes
+        if needed <= volume_bytes:
+            return None
+        listed = ", ".join(f"{name} {cap}" for name, cap in caps.items())
+        return (f"the route caps ({listed}; a route without max_spool_bytes gets --max-spool-bytes "
+                f"{default_max_spool_bytes}) plus --min-free-bytes {min_free_bytes} make {needed} bytes, more "
+                f"than the spool volume's {volume_bytes}: one destination down would fill the disk and stop "
+                "every route; set each route's max_spool_bytes so that they fit (docs/config.md)")
 
     def record_limit(self, destination: str) -> int | None:
         plan = self.destinations[destination]
@@ -110,9 +146,27 @@ class Plan:
         return TailerConfig(spool_dir=route.spool_dir, stream=destination.stream, destination=destination.kind,
                             route=route.name, **settings)
 
-    def tailer_configs(self, only: tuple[str, ...] = (), **common) -> list[TailerConfig]:
+    def tailer_configs(self, only: tuple[str, ...] = (), role: dict | None = None, **common) -> list[TailerConfig]:
+        """Every chosen route's loop. ``role``: the command line's AssumeRole flags (external_id,
+        role_session_name, sts_endpoint_url), applied to every loop that assumes a role (its destination's
+        role_arn, or --role-arn in ``common``), under the destination's own values; a ValueError names the
+        route (a flag that cannot apply to one loop says which)."""
         chosen = [r for r in self.every_route if not only or r.name in only]
-        return [self.tailer_config(route, **common) for route in chosen]
+        configs = []
+        for route in chosen:
+            settings = dict(common)
+            if role and (common.get("role_arn") or self.destinations[route.destination].settings.get("role_arn")):
+                settings.update(role)
+            try:
+                configs.append(self.tailer_config(route, **settings))
+            except ValueError as exc:
+                raise ValueError(f"route {route.name} ({self.destinations[route.destination].describe()}): "
+                                 f"{exc}") from None
+        return configs
+
+    def assumes_a_role(self, only: tuple[str, ...] = ()) -> bool:
+        return any(self.destinations[r.destination].settings.get("role_arn")
+                   for r in self.every_route if not only or r.name in only)
 
     def to_dict(self) -> dict:
         def route_doc(route: RoutePlan) -> dict:

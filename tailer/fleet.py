@@ -11,6 +11,12 @@ every loop at once, each within ``--drain-timeout``; a loop still running
 left behind: the process exits 1 without it (``spoolship tail`` then ends with
 ``os._exit``, so no pool thread can hold the exit).
 
+A loop that finished with 0 (``--exit-when-empty``: its spool is drained; a stray
+directory shipped) is healthy, not stalled: the fleet keeps its heartbeat fresh
+while the other loops work, so ``/healthz`` (every loop fresh) does not fail,
+and the kubelet does not kill a drain Job still shipping another route (routes
+review, finding 4).
+
 The exit code is the worst of the loops' (0: drained). A loop that dies of a bug
 stops the others and the process exits 1, so that the pod restarts, instead of
 leaving one route silently unshipped.
@@ -63,6 +69,7 @@ class Fleet:
             for loop in self.loops:
                 while loop.thread.is_alive():
                     loop.thread.join(0.5)
+                    self._beat_for_finished()
                     if failed.is_set() and not stop.is_set():
                         stop.set()
                         self.wake()
@@ -83,6 +90,11 @@ class Fleet:
     def _exit_seconds(self) -> float:
         """How long after the stop a loop may take: its drain timeout, then stopping its deliveries."""
         return max(loop.shipper.config.drain_timeout_seconds for loop in self.loops) + EXIT_MARGIN_SECONDS
+
+    def _beat_for_finished(self) -> None:
+        for loop in self.loops:
+            if loop.code == 0:
+                loop.shipper.metrics.beat()
 
     def _run_loop(self, loop: Loop, stop: threading.Event, failed: threading.Event) -> None:
         try:

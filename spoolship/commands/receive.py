@@ -167,4 +167,10 @@ def _with_routes(ctx: click.Context, config_file: Path, options: dict) -> dict:
     given = ctx.get_parameter_source("spool_dir") not in (None, ParameterSource.DEFAULT)
     plan = load_plan(config_file, options["spool_dir"] if given else None, check_destinations=False)
     routing = plan.routing(options["max_spool_bytes"], max_event_bytes=options["max_event_bytes"])
+    from spooler.layout import volume_bytes
+
+    problem = plan.oversubscribed(options["max_spool_bytes"], options["min_free_bytes"],
+                                  volume_bytes(plan.spool_dir))
+    if problem:
+        raise click.UsageError(f"{config_file}: {problem}")
     return {**options, "spool_dir": plan.spool_dir, "routing": routing}

@@ -12,10 +12,12 @@ import click
 from click.core import ParameterSource
 
 from spooler import CheckpointCorrupt
+from spooler.layout import stray_dirs
 from tailer.status import SpoolStatus, read_status
 
 from ..config_file import ConfigError, load_plan
 from ..params import COMMAND_SETTINGS, option
+from ..strays import stray_route_name
 from ..text import human_bytes, table
 
 __all__ = ["status"]
@@ -38,21 +40,44 @@ def status(spool_dir: Path | None, config_file: Path | None, as_json: bool) -> N
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
         reports = {route.name: _read(route.spool_dir) for route in plan.every_route}
+        strays = _strays(plan.spool_dir, [route.spool_dir for route in plan.every_route])
+        reports.update(strays)
         if as_json:
             click.echo(json.dumps({name: report.to_dict() if report else None for name, report in reports.items()},
                                   indent=2))
             return
-        _show_routes(plan, reports)
+        _show_routes(plan, reports, strays)
         return
     if spool_dir is None:
         raise click.UsageError("give --spool-dir, or --config for every route's spool")
     if not spool_dir.is_dir():
         raise click.UsageError(f"--spool-dir {spool_dir}: no such directory")
     report = _read(spool_dir, fatal=True)
+    strays = _strays(spool_dir, [spool_dir])
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(json.dumps({**report.to_dict(), "strays": {name: r.to_dict() for name, r in strays.items()}},
+                              indent=2))
         return
     _show_one(report)
+    _show_strays(strays, "the stream")
+
+
+def _strays(root: Path, spools: list[Path]) -> dict[str, SpoolStatus]:
+    """Directories of segments no configured spool owns (spoolship/strays.py): the tailer ships them to the
+    default route's destination; listed so that nobody takes the claim for empty."""
+    return {stray_route_name(root, d.path): _read(d.path) for d in stray_dirs(root, spools)} \
+        if root.is_dir() else {}
+
+
+def _show_strays(strays: dict[str, SpoolStatus], where: str) -> None:
+    if not strays:
+        return
+    click.echo("")
+    click.echo(f"warning: segments outside every configured spool (the layout changed); `tail` ships them to "
+               f"{where}:")
+    for name, report in strays.items():
+        click.echo(f"  {name:<20} {report.spool_dir}  {len(report.segments)} segments, "
+                   f"{human_bytes(report.bytes_total)}, {human_bytes(report.bytes_behind)} behind")
 
 
 def _read(spool_dir: Path, *, fatal: bool = False) -> SpoolStatus | None:
@@ -64,7 +89,7 @@ def _read(spool_dir: Path, *, fatal: bool = False) -> SpoolStatus | None:
         raise click.ClickException(str(exc)) from None
 
 
-def _show_routes(plan, reports: dict[str, SpoolStatus | None]) -> None:
+def _show_routes(plan, reports: dict[str, SpoolStatus | None], strays: dict[str, SpoolStatus]) -> None:
     rows = []
     for route in plan.every_route:
         report = reports[route.name]
@@ -83,6 +108,7 @@ def _show_routes(plan, reports: dict[str, SpoolStatus | None]) -> None:
     click.echo("")
     for line in table(["ROUTE", "DESTINATION", "SEGMENTS", "BYTES", "BEHIND", "OLDEST", "DEAD", "TAILER"], rows):
         click.echo(line)
+    _show_strays(strays, f"the default route's destination ({plan.default})")
 
 
 def _show_one(report: SpoolStatus) -> None:

@@ -37,6 +37,7 @@ from tailer.follower import SpoolFollower
 from ..config_file import ConfigError, load_plan
 from ..logs import configure_logging
 from ..params import COMMAND_SETTINGS, DURATION, SIZE, option
+from ..strays import StrayGauges, Strays, describe_strays
 
 __all__ = ["tail"]
 
@@ -104,10 +105,10 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
     """Follow the spool and ship every line to a Kinesis stream or a Firehose delivery stream; with
     --config, every route's spool to its destination."""
     configure_logging(log_level)
-    configs = _configs(click.get_current_context(), config_file, routes, delivery_stream, options)
+    configs, strays = _configs(click.get_current_context(), config_file, routes, delivery_stream, options)
     for config in configs:
         config.spool_dir.mkdir(parents=True, exist_ok=True)
-    routed = config_file is not None
+    routed = config_file is not None or len(configs) > 1  # stray loops (spoolship/strays.py) are labelled too
     registry = None
     loops, sinks = [], []
     try:
@@ -130,6 +131,7 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
             sink.close()
         raise
     first = configs[0]
+    StrayGauges(strays, loops[0].shipper.metrics.registry)
     server = None
     if first.metrics_port is not None:
         # /healthz: a loop that has not turned for longer than a call may take (plus a margin) is stalled.
@@ -148,6 +150,8 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
     signal.signal(signal.SIGINT, on_signal)
     try:
         code = fleet.run(stop)
+        if code == 0 and first.exit_when_empty:
+            code = _drained_everywhere(strays)
     finally:
         if server:
             server.close()
@@ -164,9 +168,20 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
     sys.exit(code)
 
 
+def _drained_everywhere(strays: Strays) -> int:
+    """``--exit-when-empty`` says drained only if no segment is left anywhere under the spool root."""
+    left = strays.left_behind()
+    if not left:
+        return 0
+    log.error("segments left on the claim after every loop finished; not drained",
+              extra={"left": describe_strays(strays.root, left)})
+    return 1
+
+
 def _configs(ctx: click.Context, config_file: Path | None, routes: tuple[str, ...], delivery_stream: str | None,
-             options: dict) -> list[TailerConfig]:
-    """One TailerConfig per loop: the flags' single destination, or every route of --config."""
+             options: dict) -> tuple[list[TailerConfig], Strays]:
+    """One TailerConfig per loop: the flags' single destination, or every route of --config; and one per
+    directory of segments that no configured spool owns (spoolship/strays.py)."""
     role = {key: options.pop(key) for key in ("role_arn", "external_id", "role_session_name", "sts_endpoint_url")}
     stream, spool_dir = options.pop("stream"), options.pop("spool_dir")
     try:
@@ -177,8 +192,10 @@ def _configs(ctx: click.Context, config_file: Path | None, routes: tuple[str, ..
                 raise click.UsageError("give one of --stream (Kinesis), --delivery-stream (Firehose) or --config")
             if spool_dir is None:
                 raise click.UsageError("--spool-dir is required (or --config with a spool_dir)")
-            return [TailerConfig(spool_dir=spool_dir, stream=stream or delivery_stream,
-                                 destination="firehose" if delivery_stream else "kinesis", **options, **role)]
+            config = TailerConfig(spool_dir=spool_dir, stream=stream or delivery_stream,
+                                  destination="firehose" if delivery_stream else "kinesis", **options, **role)
+            strays = Strays(spool_dir, [spool_dir], _archives(options), ships_strays=True)
+            return [config, *strays.loop_configs(config)], strays
         if stream or delivery_stream:
             raise click.UsageError("--stream and --delivery-stream do not go with --config: its routes name "
                                    "their destinations")
@@ -187,14 +204,26 @@ def _configs(ctx: click.Context, config_file: Path | None, routes: tuple[str, ..
         unknown = sorted(set(routes) - {route.name for route in plan.every_route})
         if unknown:
             raise click.UsageError(f"--route {', '.join(unknown)}: not a route of {config_file}")
-        if role["role_arn"] is None:
-            role = {}
-        common = {**options, **{k: v for k, v in role.items() if v is not None}}
-        return plan.tailer_configs(routes, **common)
+        common = {**options, **({"role_arn": role["role_arn"]} if role["role_arn"] else {})}
+        given = {k: v for k, v in role.items() if k != "role_arn" and v is not None
+                 and ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
+        if given and not role["role_arn"] and not plan.assumes_a_role(routes):
+            flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+            raise click.UsageError(f"{flags}: no route of {config_file} assumes a role (no destination sets "
+                                   "role_arn) and no --role-arn is given")
+        chosen = plan.tailer_configs(routes, role=given, **common)
+        default = next((c for c in chosen if c.route == plan.default), None)
+        strays = Strays(plan.spool_dir, [r.spool_dir for r in plan.every_route], _archives(options),
+                        ships_strays=default is not None)
+        return chosen + (strays.loop_configs(default) if default else []), strays
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _archives(options: dict) -> list[Path]:
+    return [options["archive_dir"]] if options.get("archive_dir") is not None else []
 
 
 def _open_sink(config: TailerConfig):
@@ -204,3 +233,5 @@ def _open_sink(config: TailerConfig):
         raise click.UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION") from None
     except BotoCoreError as exc:
         raise click.ClickException(f"cannot set up the {config.destination} client: {exc}") from None
+    except ValueError as exc:  # e.g. --role-arn without source credentials: a usage error (exit 2), named
+        raise click.UsageError(f"route {config.route}: {exc}" if config.route != "default" else str(exc)) from None

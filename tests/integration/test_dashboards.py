@@ -29,6 +29,7 @@ from tests.promql import (
     check,
     dashboard_queries,
     exposed,
+    groupings,
     parse,
     scalar,
     selectors,
@@ -82,9 +83,71 @@ def write_torn_segment(spool_dir: Path) -> None:
         f.write(b'{"type":"torn"')
 
 
+ROUTES = """
+spool_dir = "{spool}"
+[routing]
+field = "type"
+default = "events"
+[routes.events]
+destination = "main"
+[routes.clicks]
+destination = "main"
+values = ["click"]
+max_spool_bytes = "1MiB"
+[routes.bad]
+destination = "main"
+[destinations.main]
+type = "kinesis"
+stream = "{stream}"
+endpoint_url = "{endpoint}"
+"""
+
+
+def routed_metrics(moto, root: Path) -> list[str]:
+    """/metrics of `receive --config` and `tail --config` (route labels, the bad route), after events for two
+    routes and a rejected beacon, with a stray segment of an old layout at the spool root."""
+    spool = root / "spool"
+    with SpoolWriter(WriterConfig(spool, "old-layout", min_free_bytes=0, fsync=FsyncPolicy.NEVER)) as writer:
+        writer.append(b'{"type":"old"}\n')
+    write_torn_segment(spool / "clicks")  # a dead letter of the clicks route
+    config = root / "routes.toml"
+    config.write_text(ROUTES.format(spool=spool, stream=moto.create_stream(shards=1), endpoint=moto.endpoint))
+    receiver, url = start_receiver(spool, "--config", str(config), "--invalid", "keep", "--workers", "2")
+    try:
+        wait_until(lambda: status_of(url + "/readyz") == 200, 30, message="routed receiver ready")
+        events = [{"type": "click", "n": 1}, {"type": "page", "n": 2}]
+        assert requests.post(url + "/v1/events", json=events, timeout=10).status_code == 201
+        assert requests.post(url + "/v1/events", data=b"{not json", headers={"Content-Type": "text/plain"},
+                             timeout=10).status_code == 400
+        receiver_text = metrics_text(url + "/metrics")
+    finally:
+        receiver.stop()
+    archive = root / "archive"
+    archive.mkdir()
+    (archive / "clicks").write_text("")  # the clicks loop's archive cannot be written: spool_errors{route}
+    tailer = Proc("tail", "--config", str(config), "--metrics-port", "0", "--linger", "0.05",
+                  "--poll-interval", "0.5", "--region", "us-east-1", "--archive-dir", str(archive),
+                  "--drain-timeout", "1")
+    try:
+        tailer_url = tailer_metrics_url(tailer)
+
+        def born() -> bool:
+            text = metrics_text(tailer_url)
+            return ('spoolship_tailer_lines_shipped_total{route="clicks"} 2.0' in text
+                    and 'spoolship_tailer_dead_letters_total{reason=' in text.replace('route="clicks",', '')
+                    and 'spoolship_tailer_spool_errors_total{' in text)
+
+        wait_until(born, 60, message="the routed tailer shipped, dead-lettered and failed to archive on clicks")
+        return [receiver_text, metrics_text(tailer_url)]
+    finally:
+        tailer.stop()
+
+
 @pytest.fixture(scope="module")
 def live(moto, tmp_path_factory) -> Exposed:
-    """/metrics of a receiver and a tailer that went through every path the queries look at."""
+    """/metrics of a receiver and a tailer that went through every path the queries look at, and of a routed
+    receiver and tailer (--config)."""
+    routed = routed_metrics(moto, tmp_path_factory.mktemp("routed"))
     spool_dir = tmp_path_factory.mktemp("dashboards") / "spool"
     spool_dir.mkdir()
     write_torn_segment(spool_dir)
@@ -115,7 +178,7 @@ def live(moto, tmp_path_factory) -> Exposed:
                    and "spoolship_tailer_spool_bytes_behind 0.0" in metrics_text(tailer_url)
                    and "spoolship_tailer_spool_errors_total{" in metrics_text(tailer_url), 60,
                    message="the spool shipped, the torn line dead-lettered, the archive step failed")
-        return exposed(metrics_text(url + "/metrics"), metrics_text(tailer_url))
+        return exposed(metrics_text(url + "/metrics"), metrics_text(tailer_url), *routed)
     finally:
         unwritable_archive.unlink(missing_ok=True)  # the archive works again: the drain can finish
         receiver.stop()  # first: the tailer's drain waits for the receiver's segments to be sealed
@@ -207,3 +270,31 @@ def test_live_processes_expose_nothing_the_dashboard_leaves_out(live):
     unshown = {n for n in live.names if n.startswith("spoolship_") and not n.endswith(("_created", "_sum", "_count"))
                and n.removesuffix("_total").removesuffix("_bucket") not in families}
     assert unshown == set(), f"metrics without a panel in {DASHBOARD.name}: {sorted(unshown)}"
+
+
+# Alerts about the pod as a whole, where a route label would split what must be judged together.
+POD_WIDE_ALERTS = {"SpoolshipTailerDown", "SpoolshipStraySegments"}
+
+
+def test_alerts_on_per_route_series_keep_the_route(live):
+    """Routes review, finding 7: with `tail --config`, `sum by (namespace, pod)` over every route let one
+    route shipping hide another stuck for good (SpoolshipTailerNotShipping could not fire). Every alert that
+    aggregates a metric carrying `route` on a live series keeps `route` in its grouping (without --config the
+    label is absent and the alert is per pod, as before). Failed before the fix (NotShipping, BacklogAgeGrowing)."""
+    problems = []
+    for query in alert_queries():
+        alert = query.where.removeprefix("alert ")
+        if alert in POD_WIDE_ALERTS:
+            continue
+        for labels, names in groupings(query.expr):
+            routed = [n for n in names if "route" in live.labels.get(n, {})]
+            if routed and "route" not in labels:
+                problems.append(f"{query.where}: by ({', '.join(labels)}) over {routed}")
+    assert problems == []
+
+
+def test_a_full_or_stuck_route_and_stray_segments_each_have_an_alert():
+    exprs = {q.where.removeprefix("alert "): q.expr for q in alert_queries()}
+    assert "spoolship_receiver_route_ready" in exprs["SpoolshipRouteNotReady"]
+    assert "spoolship_receiver_route_max_spool_bytes" in exprs["SpoolshipRouteSpoolNearCap"]
+    assert "spoolship_tailer_stray_bytes" in exprs["SpoolshipStraySegments"]

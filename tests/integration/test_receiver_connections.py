@@ -17,13 +17,11 @@ import json
 import select
 import socket
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from receiver.body_buffers import SMALL_BODY_BYTES
-from receiver.config import ReceiverConfig
 from receiver.connection import MAX_QUEUED_REQUESTS
 from tests.helpers import LiveReceiver, spool_lines, wait_until
 from tests.rawhttp import read_response
@@ -31,20 +29,6 @@ from tests.rawhttp import read_response
 EVENT = b'{"n":1}'
 
 
-@pytest.fixture
-def live(spool_dir: Path):
-    servers = []
-
-    def start(**overrides) -> LiveReceiver:
-        settings = {"spool_dir": spool_dir, "min_free_bytes": 0, "fsync": "never"}
-        settings.update(overrides)
-        server = LiveReceiver(ReceiverConfig(**settings))
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def _channels(server: LiveReceiver) -> list:

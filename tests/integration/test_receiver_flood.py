@@ -14,11 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import requests
 
 from receiver.config import DEFAULT_IDLE_TIMEOUT_SECONDS, ReceiverConfig
-from tests.helpers import LiveReceiver, spool_lines, start_receiver, wait_until
+from tests.helpers import spool_lines, start_receiver, wait_until
 from tests.rawhttp import read_response, server_closed
 
 SLOW_CONNECTIONS = 150
@@ -81,20 +80,6 @@ def test_probes_and_fresh_clients_are_served_through_a_slowloris_flood(spool_dir
     assert proc.stop() == 0
 
 
-@pytest.fixture
-def live(spool_dir: Path):
-    servers = []
-
-    def start(**overrides) -> LiveReceiver:
-        settings = {"spool_dir": spool_dir, "min_free_bytes": 0, "fsync": "never"}
-        settings.update(overrides)
-        server = LiveReceiver(ReceiverConfig(**settings))
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def test_slow_requests_are_closed_after_the_read_timeout_but_a_steady_upload_is_not(live, spool_dir):

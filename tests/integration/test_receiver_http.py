@@ -10,14 +10,12 @@ import gzip
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from receiver.config import ReceiverConfig
 from spooler import SegmentState, list_segments
-from tests.helpers import LiveReceiver, spool_events, spool_lines
+from tests.helpers import spool_events, spool_lines
 
 SCHEMA = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -27,20 +25,6 @@ SCHEMA = {
 }
 
 
-@pytest.fixture
-def live(spool_dir: Path, tmp_path: Path):
-    servers = []
-
-    def start(**overrides) -> LiveReceiver:
-        settings = {"spool_dir": spool_dir, "min_free_bytes": 0, "fsync": "never"}
-        settings.update(overrides)
-        server = LiveReceiver(ReceiverConfig(**settings))
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def post(server, body, content_type="application/json", **kwargs):

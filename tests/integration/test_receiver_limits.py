@@ -11,27 +11,12 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 import requests
 
-from receiver.config import MAX_EVENT_BYTES_LIMIT, MAX_SERIALIZABLE_DEPTH, ReceiverConfig
-from tests.helpers import LiveReceiver, spool_events, spool_lines
-
-
-@pytest.fixture
-def live(spool_dir: Path):
-    servers = []
-
-    def start(**overrides) -> LiveReceiver:
-        settings = {"spool_dir": spool_dir, "min_free_bytes": 0, "fsync": "never", **overrides}
-        servers.append(LiveReceiver(ReceiverConfig(**settings)))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
+from receiver.config import MAX_EVENT_BYTES_LIMIT, MAX_SERIALIZABLE_DEPTH
+from tests.helpers import spool_events, spool_lines
 
 
 def post(server, body: bytes, content_type="application/json", **headers) -> requests.Response:

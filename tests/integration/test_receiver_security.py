@@ -12,14 +12,13 @@ import logging
 import re
 import socket
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from receiver.config import ReceiverConfig
 from receiver.server import bind_socket, make_server
-from tests.helpers import LiveReceiver, spool_lines
+from tests.helpers import spool_lines
 from tests.rawhttp import exchange, read_response
 
 OK_ORIGIN = "https://ok.example"
@@ -49,20 +48,6 @@ def error_log():
     root.removeHandler(handler)
 
 
-@pytest.fixture
-def live(spool_dir: Path):
-    servers = []
-
-    def start(**overrides) -> LiveReceiver:
-        settings = {"spool_dir": spool_dir, "min_free_bytes": 0, "fsync": "never"}
-        settings.update(overrides)
-        server = LiveReceiver(ReceiverConfig(**settings))
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def request(port: int, method: str, path: str, headers: dict[str, str], body: bytes | None = None):

@@ -82,10 +82,10 @@ class CheckpointLog:
     def install(self, monkeypatch) -> None:
         log = self
 
-        def recording_save(store, offsets):
+        def recording_save(store, offsets, identities=None):
             entry = [dict(offsets), False]
             log.saves.setdefault(Path(store._dir), []).append(entry)
-            log._real_save(store, offsets)
+            log._real_save(store, offsets, identities)
             entry[1] = True
 
         monkeypatch.setattr(CheckpointStore, "save", recording_save)

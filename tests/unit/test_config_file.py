@@ -112,6 +112,15 @@ PROBLEMS = [
     (replace('role_arn = "arn:aws:iam::123456789012:role/bad-writer"', 'role_arn = "bad-writer"'), "not an ARN"),
     (replace('[routes.events]', '[routes.Events]'), "routes.Events: a name is"),
     (GOOD + "\n[extra]\n", "(top level): unknown key 'extra'"),
+    # Routes review, finding 2: a route spool off the spool volume (each container's /tmp is its own).
+    (replace('max_spool_bytes = "512MiB"', 'spool_dir = "/tmp/clicks"'), "is outside the spool root /spool"),
+    (replace('max_spool_bytes = "512MiB"', 'spool_dir = "../clicks"'), "is outside the spool root /spool"),
+    (replace('max_spool_bytes = "512MiB"', 'spool_dir = ""'), "routes.clicks.spool_dir: must be a non-empty"),
+    # Finding 11: the largest bad event must fit one record of the bad route's Firehose destination.
+    (replace('type = "kinesis"\nstream = "bad-events"', 'type = "firehose"\ndelivery_stream = "bad-events"\n'
+             'record_bytes = "256KiB"'), "routes.bad: its largest event"),
+    (replace('type = "kinesis"\nstream = "bad-events"', 'type = "firehose"\ndelivery_stream = "bad-events"')
+     .replace("max_events_per_second = 20", 'max_payload_bytes = "128KiB"'), "max_payload_bytes to at most"),
 ]
 
 
@@ -143,11 +152,58 @@ def test_check_prints_the_plan_and_exits_2_for_a_wrong_file(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(GOOD)
     result = CliRunner().invoke(main, ["check", "--config", str(good)])
+    assert result.exit_code == 2 and "--max-event-bytes 1000000: route 'clicks'" in result.output, \
+        "the receiver's default event size does not fit clicks' 512 KiB records"
+    result = CliRunner().invoke(main, ["check", "--config", str(good), "--max-event-bytes", "500000"])
     assert result.exit_code == 0, result.output
     assert "valid" in result.output and "click, scroll" in result.output and "rejected requests" in result.output
-    doc = json.loads(CliRunner().invoke(main, ["check", "--config", str(good), "--json"]).output)
+    doc = json.loads(CliRunner().invoke(main, ["check", "--config", str(good), "--json", "--max-event-bytes",
+                                               "500000"]).output)
     assert [r["name"] for r in doc["routes"]] == ["events", "clicks", "bad"]
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(replace('destination = "clicks"', 'destination = "nope"'))
     result = CliRunner().invoke(main, ["check", "--config", str(wrong)])
     assert result.exit_code == 2 and "'nope' is not a destination" in result.output
+
+
+def test_a_relative_route_spool_is_taken_from_the_spool_root():
+    plan = plan_of(replace('max_spool_bytes = "512MiB"', 'spool_dir = "fast/clicks"'))
+    assert plan.route("clicks").spool_dir == Path("/spool/fast/clicks")
+    assert plan_of(replace('max_spool_bytes = "512MiB"', 'spool_dir = "/spool/x"')).route("clicks").spool_dir \
+        == Path("/spool/x")
+
+
+def test_a_destination_with_a_problem_is_not_also_called_missing():
+    """Routes review, finding 12: 'fh' had problems of its own, and was then also "not a destination"."""
+    text = replace('delivery_stream = "clicks"', 'stream = "clicks"')
+    with pytest.raises(ConfigError) as raised:
+        plan_of(text)
+    assert any("destinations.clicks" in p for p in raised.value.problems)
+    assert not any("is not a destination" in p for p in raised.value.problems), raised.value.problems
+
+
+def test_the_bad_route_gets_a_small_cap_of_its_own_unless_it_sets_one():
+    plan = plan_of(GOOD.replace("max_spool_bytes = 1048576\n", ""))
+    assert plan.routing(16 << 30).bad.max_spool_bytes == 64 << 20
+    assert plan.routing(1 << 20).bad.max_spool_bytes == 1 << 20, "never above --max-spool-bytes"
+    assert plan_of(GOOD).routing(16 << 30).bad.max_spool_bytes == 1048576
+
+
+def test_route_caps_that_do_not_fit_the_volume_are_refused():
+    """Routes review, finding 9: two event routes at 16 GiB each and the bad route on a 20 GiB claim."""
+    plan = plan_of(GOOD.replace('max_spool_bytes = "512MiB"\n', ""))
+    problem = plan.oversubscribed(16 << 30, 512 << 20, 20 << 30)
+    assert problem and "events 17179869184, clicks 17179869184, bad 1048576" in problem
+    assert plan.oversubscribed(8 << 30, 512 << 20, 20 << 30) is None
+    assert plan_of(GOOD).oversubscribed(16 << 30, 512 << 20, 20 << 30) is None, "16 GiB + 512 MiB + 1 MiB fit"
+
+
+def test_check_refuses_caps_that_do_not_fit_the_given_volume(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD.replace('max_spool_bytes = "512MiB"\n', ""))
+    args = ["check", "--config", str(good), "--max-spool-bytes", "16GiB", "--min-free-bytes", "512MiB",
+            "--max-event-bytes", "500000"]
+    refused = CliRunner().invoke(main, [*args, "--volume-size", "20GiB"])
+    assert refused.exit_code == 2 and "more than the spool volume's" in refused.output, refused.output
+    fits = CliRunner().invoke(main, [*args, "--volume-size", "40GiB"])
+    assert fits.exit_code == 0 and "caps     32.0 GiB" in fits.output, fits.output

@@ -72,3 +72,41 @@ def test_a_loop_that_crashes_stops_the_others_with_exit_1(tmp_path):
     stop = threading.Event()
     assert Fleet([crash, other]).run(stop) == 1
     assert stop.is_set()
+
+
+def test_a_loop_that_finished_does_not_make_healthz_fail_while_another_ships(tmp_path):
+    """Routes review, finding 4: in a multi-route drain the empty route's loop returns at once; /healthz
+    (every loop fresh) then failed after stale_seconds, and the kubelet killed the drain. Failed before
+    the fix (503)."""
+    import dataclasses
+
+    import requests
+
+    from tailer import MetricsServer
+
+    down = DownSink()
+    empty = loop_for(tmp_path / "empty", "empty", FakeSink())
+    busy = loop_for(tmp_path / "busy", "busy", down, registry=empty.shipper.metrics.registry)
+    for loop in (empty, busy):
+        loop.shipper.config = dataclasses.replace(loop.shipper.config, exit_when_empty=True)
+    write_lines(tmp_path / "busy", "w", 50)
+    server = MetricsServer([empty.shipper.metrics, busy.shipper.metrics], "127.0.0.1", 0, stale_seconds=1.0)
+    fleet = Fleet([empty, busy])
+    stop = threading.Event()
+    runner = threading.Thread(target=lambda: setattr(fleet, "code", fleet.run(stop)))
+    runner.start()
+    try:
+        wait_until(lambda: empty.code == 0, timeout=20, message="the empty route's loop finished")
+        deadline = time.monotonic() + 3.0  # three times stale_seconds
+        while time.monotonic() < deadline:
+            health = requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+            assert health.status_code == 200, health.text
+            time.sleep(0.2)
+        assert runner.is_alive(), "the busy route is still shipping"
+    finally:
+        down.up.set()
+        stop.set()
+        fleet.wake()
+        runner.join(30)
+        server.close()
+    assert fleet.code == 0
