@@ -34,7 +34,9 @@ only once its file has not changed for ``quiet_seconds``. Before a segment is
 deleted its path is checked once more: the same inode, the checkpointed size,
 the same first and last bytes. A sealed segment the tailer never saw a spool
 writer write and that was not renamed into place after its last write (ctime
-== mtime: copied in under its final name) is deleted only once its mtime and
+== mtime: copied in under its final name; a spool writer's seal moves the mtime
+back so that its ctime is past it, see ``spooler.segment_files.mark_sealed``)
+is deleted only once its mtime and
 ctime are ``copy_in_grace_seconds`` old and no process it can see holds it open
 for writing (:mod:`tailer.writers_open`): a producer that pauses at a line
 end must not have its next lines go into an unlinked inode. The supported way

@@ -413,3 +413,31 @@ def test_a_file_copied_in_is_deleted_only_after_the_copy_in_grace(spool_dir):
     run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
     shipper.close()
     assert sink.accepted == lines
+
+
+@pytest.mark.parametrize("sealed_by", ["writer", "tailer-for-an-orphan"])
+def test_a_segment_sealed_before_the_tailer_started_is_not_taken_for_a_copy_in(spool_dir, sealed_by):
+    """A seal in the same clock tick as the last append left ctime == mtime, so every segment sealed while
+    the tailer was down (the whole backlog after a restart) waited out the copy-in grace — and a /proc scan
+    each — while the spool cap counted it. A seal moves the mtime back: ctime > mtime however fast."""
+    from spooler import FsyncPolicy, SpoolWriter, WriterConfig
+    from spooler.segments import seal_orphan
+
+    lines = lines_of("s", 20)
+    if sealed_by == "writer":
+        with SpoolWriter(WriterConfig(spool_dir, "fast", min_free_bytes=0, fsync=FsyncPolicy.NEVER)) as writer:
+            for line in lines:
+                writer.append(line)
+    else:
+        orphan = spool_dir / "dead_w0_p1_x-00000001.active"
+        orphan.write_bytes(b"".join(lines))
+        [segment] = list_segments(spool_dir, probe=True)
+        assert seal_orphan(segment) is not None
+    [segment] = list_segments(spool_dir, probe=False)
+    st = os.stat(segment.path)
+    assert st.st_ctime_ns > st.st_mtime_ns, "a seal that leaves ctime == mtime looks like a copy-in"
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, copy_in_grace_seconds=3600.0)
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))  # before: an hour's grace
+    shipper.close()
+    assert sink.accepted == lines
