@@ -53,7 +53,8 @@ from pathlib import Path
 from .errors import CheckpointCorrupt, CheckpointLocked
 from .fsutil import close_settled, fsync_dir
 
-__all__ = ["CHECKPOINT_FILE", "IDENTITY_BYTES_MAX", "MIN_RESERVED_BYTES", "CheckpointStore", "read_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "IDENTITY_BYTES_MAX", "MIN_RESERVED_BYTES", "CheckpointStore", "read_checkpoint",
+           "read_checkpoint_identities"]
 
 CHECKPOINT_FILE = "checkpoint.json"
 SPARE_FILE = CHECKPOINT_FILE + ".tmp"
@@ -141,6 +142,11 @@ def _load(spool_dir: Path) -> tuple[tuple[dict[str, int], dict[str, dict]], str 
 def read_checkpoint(spool_dir: Path) -> dict[str, int]:
     """Read the offsets without taking the lock (for ``spoolship status``)."""
     return _load(Path(spool_dir))[0][0]
+
+
+def read_checkpoint_identities(spool_dir: Path) -> tuple[dict[str, int], dict[str, dict]]:
+    """The offsets and the identities they belong to, without taking the lock (for ``spoolship status``)."""
+    return _load(Path(spool_dir))[0]
 
 
 def _reserved_size(needed: int, current: int) -> int:
