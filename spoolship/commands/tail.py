@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 HEALTH_MARGIN_SECONDS = 15.0
 
 
+def health_stale_seconds(configs) -> float:
+    """/healthz: a loop that has not turned, or a call that has run, for longer than any call may take (its
+    ``--call-deadline``) plus a margin is stalled — never a call still within its deadline (the kubelet
+    would restart a tailer that is only waiting for a slow answer)."""
+    return max(c.call_deadline_seconds for c in configs) + HEALTH_MARGIN_SECONDS
+
+
 @click.command(context_settings=COMMAND_SETTINGS)
 @option("--spool-dir", type=click.Path(file_okay=False, path_type=Path),
         help="The spool directory shared with the receiver (with --config: where the route spools are, "
@@ -134,10 +141,8 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
     StrayGauges(strays, loops[0].shipper.metrics.registry)
     server = None
     if first.metrics_port is not None:
-        # /healthz: a loop that has not turned for longer than a call may take (plus a margin) is stalled.
-        stale = max(c.call_deadline_seconds for c in configs) + HEALTH_MARGIN_SECONDS
         server = MetricsServer([loop.shipper.metrics for loop in loops], first.metrics_host, first.metrics_port,
-                               stale_seconds=stale)
+                               stale_seconds=health_stale_seconds(configs))
         log.info("metrics listening", extra={"host": first.metrics_host, "port": server.port})
     stop = threading.Event()
     fleet = Fleet(loops)
