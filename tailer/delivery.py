@@ -150,7 +150,7 @@ class Delivery:
                 group.failures = 0
         batch.held = work.held
         if not batch.held:
-            self._errors.recovered("call", "kinesis calls recovered")
+            self._errors.recovered("call", "destination calls recovered")
         return batch
 
     def _put(self, records: list[Record]) -> PutResult:
@@ -203,11 +203,11 @@ class Delivery:
         self._metrics.failed_calls.labels(reason).inc()
         self._metrics.retries.inc()
         if isinstance(exc, Permanent):
-            self._errors.error("call", "kinesis refuses the stream; retrying slowly", error=str(exc), code=exc.code,
+            self._errors.error("call", "the destination refuses the stream; retrying slowly", error=str(exc), code=exc.code,
                                retry_seconds=self._permanent_retry_seconds)
             work.retry_in(group, self._permanent_retry_seconds)
         else:
-            self._errors.error("call", "kinesis call failed; retrying", error=str(exc), code=exc.code, reason=reason)
+            self._errors.error("call", "destination call failed; retrying", error=str(exc), code=exc.code, reason=reason)
             work.retry_in(group, self._backoff.delay(group.failures))
 
     def _count_record_failures(self, failed: list[tuple[int, str, str]]) -> None:
