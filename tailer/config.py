@@ -108,6 +108,12 @@ class TailerConfig:
             raise ValueError("read_bytes must exceed the 1 MiB record limit")
         if self.permanent_retry_seconds <= 0 or self.max_backoff_seconds <= 0 or self.call_deadline_seconds <= 0:
             raise ValueError("--permanent-retry, --max-backoff and --call-deadline must be positive")
+        if self.archive_dir is not None and self.archive_dir.resolve() == self.spool_dir.resolve():
+            # Pruning would take the spool's own sealed segments for archives, unshipped ones included (a
+            # hostile review lost 4,500 of 7,750 acknowledged events this way), and without gzip an archived
+            # segment's final path is the segment itself.
+            raise ValueError(f"--archive-dir {self.archive_dir} is the spool itself: give the archive a "
+                             f"directory of its own (e.g. {self.spool_dir / 'archive'})")
         if self.archive_dir is not None and self.archive_max_bytes is None and self.archive_is_in_spool():
             # It counts toward the receivers' --max-spool-bytes: unbounded, it would end by filling the
             # cap with archives and refusing every event.
