@@ -37,9 +37,10 @@ writer write and that was not renamed into place after its last write (ctime
 == mtime: copied in under its final name; a spool writer's seal moves the mtime
 back so that its ctime is past it, see ``spooler.segment_files.mark_sealed``)
 is deleted only once its mtime and
-ctime are ``copy_in_grace_seconds`` old and no process it can see holds it open
-for writing (:mod:`tailer.writers_open`): a producer that pauses at a line
-end must not have its next lines go into an unlinked inode. The supported way
+ctime are ``copy_in_grace_seconds`` old; and any segment the tailer never saw
+a writer write is deleted only while no process it can see holds it open for
+writing (:mod:`tailer.writers_open`): a producer that pauses at a line end
+must not have its next lines go into an unlinked inode. The supported way
 to put a file into the spool is still: write it aside, then rename it in.
 
 Not thread-safe: the shipper's loop owns it.
@@ -89,7 +90,7 @@ class SegmentIdentity:
         self._metrics = metrics
         self.quiet_seconds = quiet_seconds
         self.copy_in_grace_seconds = copy_in_grace_seconds
-        self._writer_checked: dict[str, float] = {}  # segment id -> monotonic time of the last /proc look
+        self._writers = writers_open.WriterScan()
 
     # -- recording -------------------------------------------------------------------------
 
@@ -207,27 +208,25 @@ class SegmentIdentity:
     def _copy_finished(self, progress: SegmentProgress, st: os.stat_result) -> bool:
         """A file renamed into place after its last write (ctime past mtime: a writer's seal, "write aside,
         then rename in") once it has been quiet; a file written under its final name (ctime == mtime) only
-        once unchanged for the copy-in grace and no process this one can see holds it open for writing.
-        Until then ``progress.kept_for_copy_in`` (a drain does not wait for it: its lines are checkpointed)."""
+        once unchanged for the copy-in grace. Either way only when no process this one can see holds it
+        open for writing: ctime also moves past mtime on a chmod, a chown (a volume's fsGroup) or an
+        ``mv`` of a file its producer still writes (review 3, finding 4). Until then
+        ``progress.kept_for_copy_in`` (a drain does not wait for it: its lines are checkpointed)."""
         progress.kept_for_copy_in = True
         if st.st_ctime_ns > st.st_mtime_ns:
-            if time.time() - st.st_mtime < self.quiet_seconds:
-                return False
-            progress.kept_for_copy_in = False
-            return True
-        progress.kept_until = max(st.st_mtime, st.st_ctime) + max(self.quiet_seconds, self.copy_in_grace_seconds)
+            progress.kept_until = st.st_mtime + self.quiet_seconds
+        else:
+            progress.kept_until = max(st.st_mtime, st.st_ctime) + max(self.quiet_seconds,
+                                                                      self.copy_in_grace_seconds)
         if time.time() < progress.kept_until:
             return False
-        now = time.monotonic()
-        if now - self._writer_checked.get(progress.segment_id, float("-inf")) < writers_open.CHECK_EVERY_SECONDS:
-            return False
-        self._writer_checked[progress.segment_id] = now
-        pid = writers_open.writer_pid(st.st_dev, st.st_ino)
+        pid = self._writers.writer_of(st.st_dev, st.st_ino, progress.kept_until)
+        if pid is False:
+            return False  # the next scan answers
         if pid is not None:
             log.info("segment is shipped but still open for writing; not deleted",
                      extra={"segment": progress.segment_id, "pid": pid})
             return False
-        self._writer_checked.pop(progress.segment_id, None)
         progress.kept_for_copy_in = False
         return True
 

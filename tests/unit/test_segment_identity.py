@@ -381,15 +381,24 @@ def _wait_shipped(shipper, sink, spool_dir, path, count):
         time.sleep(0.01)
 
 
-def test_a_file_copied_in_is_not_deleted_while_a_process_holds_it_open_for_writing(spool_dir):
+@pytest.mark.parametrize("then", ["nothing", "chmod", "moved in"])
+def test_a_file_copied_in_is_not_deleted_while_a_process_holds_it_open_for_writing(spool_dir, tmp_path, then):
     """Review 2, item 2: `producer > spool/x.ndjson` pauses at a line end; its next lines must not go into an
-    unlinked inode."""
+    unlinked inode. Review 3, finding 4: also when something moved its ctime past its mtime (a chmod, a
+    volume's fsGroup chown, an `mv` of a file still being written), which took it for a sealed segment."""
     lines = lines_of("w", 10)
     path = spool_dir / f"{SID}.ndjson"
     sink = FakeSink()
     shipper = make_shipper(spool_dir, sink)
-    with open(path, "wb", buffering=0) as producer:
+    written = path if then != "moved in" else tmp_path / "elsewhere.ndjson"
+    with open(written, "wb", buffering=0) as producer:
         producer.write(b"".join(lines[:5]))
+        time.sleep(0.02)  # a tick later: the ctime the change sets is past the mtime
+        if then == "chmod":
+            os.chmod(path, 0o640)
+        elif then == "moved in":
+            os.rename(written, path)
+        assert then == "nothing" or os.stat(path).st_ctime_ns > os.stat(path).st_mtime_ns
         _wait_shipped(shipper, sink, spool_dir, path, 5)
         assert path.exists(), "deleted while a process still held it open for writing"
         producer.write(b"".join(lines[5:]))
@@ -441,3 +450,41 @@ def test_a_segment_sealed_before_the_tailer_started_is_not_taken_for_a_copy_in(s
     run_until(shipper, lambda: not list_segments(spool_dir, probe=False))  # before: an hour's grace
     shipper.close()
     assert sink.accepted == lines
+
+
+def test_one_proc_scan_answers_for_every_file_and_only_after_its_quiet_period():
+    """A restart's backlog of segments the tailer never saw written costs a /proc scan a second, not one per
+    segment; a scan begun before a file's quiet period ended says nothing about it; a file found open is
+    asked about again after the next scan."""
+    from tailer.writers_open import CHECK_EVERY_SECONDS, WriterScan
+
+    clock = {"wall": 1000.0, "mono": 50.0}
+    scans, open_files = [], {(1, 10): 4242}
+    scan = WriterScan(scan=lambda: scans.append(clock["wall"]) or dict(open_files),
+                      wall=lambda: clock["wall"], monotonic=lambda: clock["mono"])
+    assert [scan.writer_of(1, ino, quiet_since=999.0) for ino in range(11, 111)] == [None] * 100
+    assert scan.writer_of(1, 10, quiet_since=999.0) == 4242
+    assert len(scans) == 1, "one scan for a hundred files"
+    assert scan.writer_of(1, 11, quiet_since=1000.5) is False, "the scan began before its quiet period ended"
+    clock["wall"] += CHECK_EVERY_SECONDS
+    clock["mono"] += CHECK_EVERY_SECONDS
+    open_files.clear()  # the producer closed it
+    assert scan.writer_of(1, 11, quiet_since=1000.5) is None
+    assert scan.writer_of(1, 10, quiet_since=999.0) is None
+    assert len(scans) == 2
+    clock["wall"] -= 3600  # the wall clock stepped back: the rate limit keeps to the monotonic clock
+    clock["mono"] += CHECK_EVERY_SECONDS
+    scan.writer_of(1, 12, quiet_since=0.0)
+    assert len(scans) == 3
+
+
+def test_the_proc_scan_finds_this_process_writing_and_not_reading():
+    import tempfile
+
+    from tailer.writers_open import open_for_writing
+
+    with tempfile.NamedTemporaryFile() as writing, open(__file__, "rb") as reading:
+        found = open_for_writing()
+        st_w, st_r = os.fstat(writing.fileno()), os.fstat(reading.fileno())
+        assert found.get((st_w.st_dev, st_w.st_ino)) == os.getpid()
+        assert (st_r.st_dev, st_r.st_ino) not in found
