@@ -178,17 +178,23 @@ class SegmentTracker:
         return progress.fd
 
     def next_per_writer(self) -> list[SegmentProgress]:
-        """Per writer, the first segment that still has bytes to read (or may grow)."""
-        chosen: dict[str, SegmentProgress] = {}
+        """Per writer, the first segment that still has bytes to read (or may grow) — and past any that
+        cannot be read now (open or read failing: a bad block, EACCES), the next one too: one unreadable
+        segment must not strand every later segment of its writer (review 3, finding 2). The failing one
+        stays in the list: it is tried again when its backoff ends."""
+        chosen: list[SegmentProgress] = []
+        done_with: set[str] = set()
         for progress in sorted(self.progress.values(), key=lambda p: (p.segment.name.writer, p.segment.name.seq)):
             writer = progress.segment.name.writer
-            if writer in chosen:
+            if writer in done_with:
                 continue
             if progress.is_final and progress.read >= progress.segment.size:
                 progress.close_fd()
                 continue
-            chosen[writer] = progress
-        return list(chosen.values())
+            chosen.append(progress)
+            if not self._io.failing_on("read", progress.segment_id):
+                done_with.add(writer)
+        return chosen
 
     # -- acknowledgements, checkpoint, deletion ----------------------------------------------
 

@@ -164,3 +164,35 @@ def test_a_segment_descriptor_whose_close_reports_an_error_never_stops_the_taile
     finally:
         monkeypatch.setattr(os, "close", real_close)
     assert sorted(sink.accepted) == sorted(lines)
+
+
+def test_one_unreadable_segment_does_not_strand_the_later_segments_of_its_writer(spool_dir):
+    """Review 3, finding 2: only each writer's first unfinished segment was ever offered for reading, so one
+    segment whose open kept failing (a bad block, EACCES) stranded every later segment of that writer — with
+    one receiver worker, every new event — until the spool filled."""
+    from tests.unit.test_shipper import FlakyOps
+
+    class OneBadFile(FlakyOps):
+        bad = True
+
+        def open_segment(self, path):
+            if self.bad and path.name.startswith("w-00000001"):
+                raise OSError(errno.EIO, "injected EIO opening the first segment")
+            return super().open_segment(path)
+
+    ops = OneBadFile()
+    _, w_lines = write_lines(spool_dir, "w", 300, segment_bytes=2048)
+    _, v_lines = write_lines(spool_dir, "v", 20)
+    first = {s.segment_id for s in list_segments(spool_dir, probe=False)}
+    assert {"w-00000001", "w-00000002", "w-00000003"} <= first
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, ops=ops)
+    unreadable = (spool_dir / "w-00000001.ndjson").read_bytes().splitlines(keepends=True)
+    rest = [line for line in w_lines if line not in set(unreadable)] + v_lines
+    run_until(shipper, lambda: set(rest) <= set(sink.accepted)
+              and {s.segment_id for s in list_segments(spool_dir, probe=False)} == {"w-00000001"})
+    assert not set(unreadable) & set(sink.accepted)
+    ops.bad = False  # the disk is readable again: the segment is shipped too
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sorted(sink.accepted) == sorted(w_lines + v_lines)
