@@ -54,6 +54,7 @@ class Outstanding:
         self.held: list[int] = []
         self.splitting = True  # splits at once; off (split with a backoff) after LONE_REFUSALS_MAX lone refusals
         self.lone_refusals = 0
+        self._placements: dict[int, int] = {}  # original record -> times its lines were sent again as misplaced
 
     def __bool__(self) -> bool:
         return bool(self._groups)
@@ -110,9 +111,17 @@ class Outstanding:
         second.due = group.due
         self._groups.insert(position + 1, second)
 
-    def append(self, records: list[Record], predicted: list[str | None] | None = None, *, origin: int) -> None:
+    def placement_round(self, index: int) -> int:
+        """Count one more "landed on a shard that does not own its keys" for the original record ``index``
+        came from; returns how many there have been."""
+        root = self._origin.get(index, index)
+        self._placements[root] = self._placements.get(root, 0) + 1
+        return self._placements[root]
+
+    def append(self, records: list[Record], predicted: list[str | None] | None = None, *, origin: int,
+               after_seconds: float = 0.0) -> None:
         """New records for the batch (lines of a rejected aggregate, misplaced lines) that came from record
-        ``origin``, in calls within limits."""
+        ``origin``, in calls within limits, due in ``after_seconds``."""
         batch = self._batch
         first = len(batch.records)
         batch.records.extend(records)
@@ -128,9 +137,15 @@ class Outstanding:
             data, key, _ = self._batch.records[i]
             nbytes = len(data) + len(key.encode())
             if current and (len(current) >= MAX_RECORDS or size + nbytes > MAX_BATCH_BYTES):
-                self._groups.append(OutstandingGroup(current))
+                self._add_group(current, after_seconds)
                 current, size = [], 0
             current.append(i)
             size += nbytes
         if current:
-            self._groups.append(OutstandingGroup(current))
+            self._add_group(current, after_seconds)
+
+    def _add_group(self, indexes: list[int], after_seconds: float) -> None:
+        group = OutstandingGroup(indexes)
+        if after_seconds > 0:
+            group.due = self._clock() + after_seconds
+        self._groups.append(group)
