@@ -5,7 +5,10 @@ fsync; only then is the spool's copy unlinked, so a crash leaves the segment in
 the spool (shipped again at worst), never in neither place. A write that fails
 (``ENOSPC``, ``EFBIG``…) removes its partial temp file at once: on a full disk it
 would hold the very space a retry needs. Pruning keeps the archive under a byte
-budget and an age, oldest first.
+budget and an age, oldest first, and removes only what the archiver wrote: a
+sealed segment's name, plain or ``.gz`` — never a checkpoint, an ``.active``
+segment or an operator's file in a directory given as the archive by mistake
+(the tailer also refuses an archive that is the spool itself).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import time
 from pathlib import Path
 
 from .fsutil import fsync_dir
+from .naming import parse_segment_name
 
-__all__ = ["archive_segment", "prune_archive"]
+__all__ = ["archive_segment", "is_archive_name", "prune_archive"]
 
 _COPY_BYTES = 1024 * 1024
 
@@ -50,13 +54,19 @@ def archive_segment(segment_path: Path, archive_dir: Path, *, compress: bool = T
     return final
 
 
+def is_archive_name(file_name: str) -> bool:
+    """A name :func:`archive_segment` writes: ``<writer>-<seq>.ndjson``, or that plus ``.gz``."""
+    name = parse_segment_name(file_name.removesuffix(".gz"))
+    return name is not None and name.sealed
+
+
 def prune_archive(archive_dir: Path, *, max_bytes: int | None, max_age_seconds: float | None) -> list[Path]:
     """Delete the oldest archives past the age or byte budget; return what was removed."""
     if not archive_dir.is_dir():
         return []
     files = []
     for path in archive_dir.iterdir():
-        if path.name.startswith(".") or not path.is_file():
+        if not is_archive_name(path.name) or not path.is_file():
             continue
         st = path.stat()
         files.append((st.st_mtime, st.st_size, path))

@@ -1,9 +1,10 @@
 """The tailer's checkpoint: per segment id, the offset up to which Kinesis acknowledged.
 
 Beside each offset, optionally, the identity of the file it was measured in
-(``identities``: inode, and a hash of its first ``head_bytes`` bytes): a segment
-replaced under the same name (copied over, rewritten) is recognised as a new
-file by the tailer and shipped from its first byte. Checkpoints without
+(``identities``: inode, a hash of its first ``head_bytes`` bytes — at most
+``IDENTITY_BYTES_MAX`` — and a hash of the bytes just before the offset): a
+segment replaced under the same name (copied over, rewritten) is recognised as
+a new file by the tailer and shipped from its first byte. Checkpoints without
 identities (older ones, hand-written ones) are read as before. Offsets must be
 JSON integers (``true`` is refused, though Python counts it as 1).
 
@@ -52,7 +53,8 @@ from pathlib import Path
 from .errors import CheckpointCorrupt, CheckpointLocked
 from .fsutil import close_settled, fsync_dir
 
-__all__ = ["CHECKPOINT_FILE", "MIN_RESERVED_BYTES", "CheckpointStore", "read_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "IDENTITY_BYTES_MAX", "MIN_RESERVED_BYTES", "CheckpointStore", "read_checkpoint",
+           "read_checkpoint_identities"]
 
 CHECKPOINT_FILE = "checkpoint.json"
 SPARE_FILE = CHECKPOINT_FILE + ".tmp"
@@ -84,9 +86,20 @@ def _is_count(value: object) -> bool:
     return type(value) is int and value >= 0
 
 
+# The most bytes an identity hashes (tailer/identity.py HEAD_BYTES): a larger head_bytes (a hand edit)
+# would make every open read that much into memory (2**46: a MemoryError at every start).
+IDENTITY_BYTES_MAX = 64
+
+
 def _is_identity(value: object) -> bool:
-    return (isinstance(value, dict) and _is_count(value.get("ino")) and _is_count(value.get("head_bytes"))
-            and isinstance(value.get("head"), str))
+    """{ino, head_bytes <= IDENTITY_BYTES_MAX, head}, and optionally the digest of the bytes just before the
+    offset (``tail``) with the offset it was taken at (``tail_at``)."""
+    if not (isinstance(value, dict) and _is_count(value.get("ino")) and _is_count(value.get("head_bytes"))
+            and value["head_bytes"] <= IDENTITY_BYTES_MAX and isinstance(value.get("head"), str)):
+        return False
+    if "tail" in value or "tail_at" in value:
+        return isinstance(value.get("tail"), str) and _is_count(value.get("tail_at"))
+    return True
 
 
 def _parse(raw: bytes) -> tuple[dict[str, int], dict[str, dict]]:
@@ -100,7 +113,8 @@ def _parse(raw: bytes) -> tuple[dict[str, int], dict[str, dict]]:
     # Checkpoints written before identities (and by hand) have none: their segments are taken on their names.
     identities = doc.get("identities", {})
     if not isinstance(identities, dict) or not all(_is_identity(v) for v in identities.values()):
-        raise ValueError("checkpoint 'identities' must map segment ids to {ino, head_bytes, head}")
+        raise ValueError("checkpoint 'identities' must map segment ids to {ino, head_bytes (at most "
+                         f"{IDENTITY_BYTES_MAX}), head[, tail, tail_at]}}")
     # Files written before the CRC (and by hand) have none; every file this module writes has one.
     if "crc32" in doc and doc["crc32"] != zlib.crc32(_body(segments, doc.get("updated_at"), identities or None)):
         raise ValueError("checkpoint CRC does not match its content (a torn write)")
@@ -128,6 +142,11 @@ def _load(spool_dir: Path) -> tuple[tuple[dict[str, int], dict[str, dict]], str 
 def read_checkpoint(spool_dir: Path) -> dict[str, int]:
     """Read the offsets without taking the lock (for ``spoolship status``)."""
     return _load(Path(spool_dir))[0][0]
+
+
+def read_checkpoint_identities(spool_dir: Path) -> tuple[dict[str, int], dict[str, dict]]:
+    """The offsets and the identities they belong to, without taking the lock (for ``spoolship status``)."""
+    return _load(Path(spool_dir))[0]
 
 
 def _reserved_size(needed: int, current: int) -> int:

@@ -3,7 +3,8 @@
 Creating: a hidden ``.creating-…`` file, its ``flock``, the rename into view, a
 directory fsync — and on any failure, the half-made file is removed so that it
 can never block a later create (every attempt also takes a new sequence
-number). Sealing: the rename to ``.ndjson`` and a directory fsync. Finishing a
+number). Sealing: marking the file as renamed after its last write (below), the
+rename to ``.ndjson`` and a directory fsync. Finishing a
 short write. Probing whether a disk that failed takes data again. The writer
 decides *when*; this module only does the steps.
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 from .fsutil import close_settled, fsync_dir
 from .naming import CREATING_PREFIX, PROBE_PREFIX, SegmentName
 
-__all__ = ["ActiveSegment", "create_segment", "describe_os_error", "probe_disk", "rename_sealed", "write_rest"]
+__all__ = ["SEAL_MARK_NS", "ActiveSegment", "create_segment", "describe_os_error", "mark_sealed", "probe_disk",
+           "rename_sealed", "write_rest"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,24 @@ def _abandon(fd: int, path: Path | None) -> None:
             log.warning("half-made segment not removed", extra={"path": path.name, "error": str(exc)})
     if fd >= 0:
         close_settled(fd, path)  # empty and abandoned: nothing of it matters
+
+
+SEAL_MARK_NS = 1000  # how far a seal moves the mtime back: a microsecond, seen by any fine-grained filesystem
+
+
+def mark_sealed(fd: int) -> None:
+    """Move the file's mtime back ``SEAL_MARK_NS``, so that its ctime (set by this and by the rename) is past
+    its mtime however fast the seal follows the last write.
+
+    The tailer tells a segment renamed into place after its last write (safe to delete once shipped) from
+    a file copied in under its final name (whose producer may still write) by ctime > mtime; a seal in the
+    same clock tick as the last append left them equal, and every segment sealed while the tailer was not
+    running waited out the copy-in grace. Best effort: a file left unmarked only waits longer."""
+    try:
+        st = os.fstat(fd)
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns - SEAL_MARK_NS))
+    except OSError as exc:
+        log.debug("segment not marked as sealed", extra={"error": str(exc)})
 
 
 def rename_sealed(spool_dir: Path, name: SegmentName) -> bool:

@@ -30,6 +30,7 @@ from pathlib import Path
 from .fsutil import close_settled, fsync_dir
 from .naming import CREATING_PREFIX, PROBE_PREFIX, SegmentName, parse_segment_name
 from .presence import remove_stale_presence
+from .segment_files import mark_sealed
 
 __all__ = ["Segment", "SegmentState", "list_segments", "probe_state", "remove_stale_creating", "seal_orphan"]
 
@@ -126,6 +127,7 @@ def seal_orphan(segment: Segment) -> Segment | None:
             return None
         os.fsync(fd)  # under the lock: nobody can append any more; before the rename: sealed means durable
         sealed = segment.path.with_name(segment.name.sealed_name)
+        mark_sealed(fd)
         os.rename(segment.path, sealed)
         fsync_dir(sealed.parent)
         st = os.fstat(fd)

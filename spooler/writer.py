@@ -59,6 +59,7 @@ from .segment_files import (
     ActiveSegment,
     create_segment,
     describe_os_error,
+    mark_sealed,
     probe_disk,
     rename_sealed,
     write_rest,
@@ -285,6 +286,7 @@ class SpoolWriter:
             self._commit.close_poison(active, end_seq)
         # Only now: everything in it is durable or poisoned (the invariant group commit relies on).
         self._active, self._fd = None, -1
+        mark_sealed(active.fd)
         if rename_sealed(self._dir, active.name):
             self._sealed += 1
             log.info("segment sealed", extra={"segment": active.name.segment_id,

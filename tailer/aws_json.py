@@ -77,8 +77,8 @@ class JsonApi:
 
     def post(self, target: str, body: bytes) -> Answer:
         """Sign and send one call; every exception underneath leaves as a ShipError."""
-        frozen = self.credentials()
-        with self.watchdog.call():
+        with self.watchdog.call():  # the credential fetch too (a trickling STS): tailer/credentials.py
+            frozen = self.credentials()
             try:
                 # The headers botocore's AWSRequest + SigV4Auth + prepare() would make (tailer/sigv4.py), at a
                 # fraction of the CPU; sent by botocore's own session, which maps urllib3's errors to its own.
@@ -101,7 +101,9 @@ class JsonApi:
         session = self._renewal.renew(parse_error_body(answer.content, answer.error_type)[0])
         if session is None:
             return answer
-        self.session, self.client = session, session.client(self.service, **self._client_args)
+        old, self.session = self.client, session
+        self.client = session.client(self.service, **self._client_args)
+        old.close()  # one client per renewal otherwise: its pool and sockets are never released
         return self.post(target, body)
 
     def credentials(self):

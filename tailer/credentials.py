@@ -45,6 +45,8 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 
+from .deadline import install as install_deadline
+
 __all__ = ["ADVISORY_REFRESH_SECONDS", "MANDATORY_REFRESH_SECONDS", "STALE_CREDENTIAL_CODES", "CredentialRenewal",
            "RoleSettings", "assume_role_session"]
 
@@ -109,8 +111,11 @@ def assume_role_session(source: boto3.Session, role: RoleSettings, region: str |
     sts_config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=10)
 
     def sts_client(service: str, **credentials: str):
-        return source.client(service, region_name=region, endpoint_url=role.sts_endpoint_url, config=sts_config,
-                             **credentials)
+        client = source.client(service, region_name=region, endpoint_url=role.sts_endpoint_url, config=sts_config,
+                               **credentials)
+        # A trickling STS never trips the read timeout: its calls run under the caller's call deadline.
+        install_deadline(client._endpoint.http_session)
+        return client
 
     extra = {"RoleSessionName": role.session_name}
     if role.external_id is not None:

@@ -11,7 +11,11 @@ botocore's urllib3 session by :func:`install`); a watchdog thread shuts that
 socket down at the deadline, so the blocked read fails at once and the call
 raises a retryable error (tailer/errors.py): sent again with backoff, nothing
 lost. :meth:`CallWatchdog.interrupt` ends every call in flight at once (the
-drain timeout: the tailer must not wait for a hung call to exit).
+drain timeout: the tailer must not wait for a hung call to exit). A call that
+has expired sends no further request (a retry, or a request whose connection
+was still being made at the deadline). The credential fetch of a call (STS
+AssumeRole, through a client whose session is ``install``-ed too) runs under
+the same deadline.
 
 Reaching into botocore's session (``_pool_classes_by_scheme``, ``_manager``) is
 kept in :func:`install` alone; tests/unit/test_call_deadline.py fails loudly if a
@@ -56,6 +60,8 @@ class _Recording:
     def request(self, *args, **kwargs):
         call = getattr(_current, "call", None)
         if call is not None:
+            if call.expired:  # a retry (botocore's own, for STS) or a connect after the deadline: not sent
+                raise ConnectionAbortedError("the call's deadline has passed")
             call.connection = self
         return super().request(*args, **kwargs)
 

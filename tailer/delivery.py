@@ -8,9 +8,11 @@ what to do about it:
   without limit, with exponential backoff and full jitter up to ``--max-backoff``.
 - Permanent ones (no stream, access denied, a proxy's 404) are logged loudly
   (rate-limited) and retried every ``permanent_retry_seconds``; nothing is dropped.
-- ``RequestRejected``: the call is split in halves, each sent on its own; one
-  record alone that still fails the same way is the call's fault: permanent. It
-  is held out of the batch, which is handed back once everything else is in the
+- ``RequestRejected``: the call is split in halves, each sent on its own (after
+  ``LONE_REFUSALS_MAX`` lone refusals, each half after a backoff), until single
+  records remain; one record alone that still fails the same way is the call's
+  fault: permanent. It is held out of the batch (a record appended during the
+  delivery: the original record it came from), which is handed back once everything else is in the
   stream (``Batch.held``): the shipper acknowledges the rest and retries the held
   records every ``permanent_retry_seconds``, so one record no hop will pass (a
   proxy's 413) never holds back its neighbours.
@@ -61,6 +63,10 @@ __all__ = ["PERMANENT_RETRY_SECONDS", "Backoff", "Delivery"]
 log = logging.getLogger(__name__)
 PERMANENT_RETRY_SECONDS = 30.0
 MAP_REFRESH_ATTEMPTS = 3  # then misplaced lines are sent again per key, which needs no shard map
+# Rounds of "landed on a shard that does not own its keys" per original record before its lines go per key
+# (one key per aggregate: right wherever it lands, so checked no more). Real Kinesis answers a reshard's
+# mismatch in one or two rounds; an endpoint that does not place records by hash key would loop for ever.
+PLACEMENT_ROUNDS_MAX = 3
 _THROTTLE_CODES = ("ProvisionedThroughputExceededException", "KMSThrottlingException")
 
 
@@ -123,17 +129,20 @@ class Delivery:
                     self._reject_record(batch, i, f"rejected by Kinesis: {exc}", work)
                 continue
             except RequestRejected as exc:
-                if len(group.indexes) > 1 and group.splitting and work.splitting:  # too big for a hop on the way?
+                if len(group.indexes) > 1:  # too big for a hop on the way? Halves until single records remain
                     self._metrics.failed_calls.labels("split").inc()
-                    work.split(group)
+                    if work.splitting:
+                        work.split(group)
+                    else:  # many lone refusals already: the path may refuse every call; split with a backoff
+                        work.split_later(group, self._backoff.delay(group.failures))
                     continue
-                group.splitting = False  # one record fails like the whole call: the call's fault, not the record's
-                if len(group.indexes) == 1:
-                    work.lone_refusals += 1
-                    work.splitting = work.lone_refusals < LONE_REFUSALS_MAX
+                # One record fails like the whole call: the call's fault, not the record's.
+                work.lone_refusals += 1
+                work.splitting = work.lone_refusals < LONE_REFUSALS_MAX
                 self._call_failed(exc, group, work)
-                work.hold(group)  # retried slowly by the shipper; its neighbours are acknowledged meanwhile
-                continue
+                if not work.hold(group):  # (never: every record has an original) retried slowly in this slot
+                    self._errors.error("hold", "a refused record could not be held out of its batch")
+                continue  # held: retried slowly by the shipper; its neighbours are acknowledged meanwhile
             except ShipError as exc:
                 self._call_failed(exc, group, work)
                 continue
@@ -145,7 +154,7 @@ class Delivery:
                 group.failures = 0
         batch.held = work.held
         if not batch.held:
-            self._errors.recovered("call", "kinesis calls recovered")
+            self._errors.recovered("call", "destination calls recovered")
         return batch
 
     def _put(self, records: list[Record]) -> PutResult:
@@ -198,11 +207,11 @@ class Delivery:
         self._metrics.failed_calls.labels(reason).inc()
         self._metrics.retries.inc()
         if isinstance(exc, Permanent):
-            self._errors.error("call", "kinesis refuses the stream; retrying slowly", error=str(exc), code=exc.code,
+            self._errors.error("call", "the destination refuses the stream; retrying slowly", error=str(exc), code=exc.code,
                                retry_seconds=self._permanent_retry_seconds)
             work.retry_in(group, self._permanent_retry_seconds)
         else:
-            self._errors.error("call", "kinesis call failed; retrying", error=str(exc), code=exc.code, reason=reason)
+            self._errors.error("call", "destination call failed; retrying", error=str(exc), code=exc.code, reason=reason)
             work.retry_in(group, self._backoff.delay(group.failures))
 
     def _count_record_failures(self, failed: list[tuple[int, str, str]]) -> None:
@@ -220,7 +229,7 @@ class Delivery:
         if parts:
             log.warning("aggregated record rejected; sending its lines one by one",
                         extra={"lines": len(parts), "error": reason})
-            work.append(parts)
+            work.append(parts, origin=index)
             return
         attempt = 0
         while True:
@@ -238,15 +247,26 @@ class Delivery:
                 attempt += 1
 
     def _check_placement(self, batch: Batch, group: list[int], placed, work: Outstanding) -> None:
+        """Send again the lines of an aggregate that landed on a shard not owning their keys — after a
+        backoff, and after ``PLACEMENT_ROUNDS_MAX`` rounds per key (review 3, finding 3: an endpoint that
+        answers every record with one shard had each line sent 4,922 times in 15 s, with no backoff)."""
         for k, landed in enumerate(placed):
             predicted = batch.predicted.get(group[k])
             if landed is None or predicted is None or landed == predicted:
                 continue
-            again = self._misplaced(batch.records[group[k]], landed)
+            rounds = work.placement_round(group[k])
             self._metrics.misplaced.inc()
-            log.info("aggregate landed on another shard than predicted; sending its misplaced lines again",
-                     extra={"predicted": predicted, "landed": landed, "records": len(again)})
-            work.append([record for record, _ in again], [shard for _, shard in again])
+            if rounds > PLACEMENT_ROUNDS_MAX:
+                again = self._placement.per_key(batch.records[group[k]])
+                self._errors.error("placement", "records keep landing on shards that do not own their keys; "
+                                   "sending their lines per key", predicted=predicted, landed=landed,
+                                   rounds=rounds)
+            else:
+                again = self._misplaced(batch.records[group[k]], landed)
+                log.info("aggregate landed on another shard than predicted; sending its misplaced lines again",
+                         extra={"predicted": predicted, "landed": landed, "records": len(again)})
+            work.append([record for record, _ in again], [shard for _, shard in again], origin=group[k],
+                        after_seconds=self._backoff.delay(rounds - 1) if rounds > 1 else 0.0)
 
     def _misplaced(self, record: Record, landed: str) -> list[tuple[Record, str | None]]:
         for attempt in range(MAP_REFRESH_ATTEMPTS):

@@ -6,7 +6,10 @@ its own — follower, checkpoint, batches, thread pool, sink and HTTP connection
 backoff, metrics (labelled ``route``) — so a destination that is down or
 throttled only makes its own loop wait: nothing the loops share (the process's
 CPU, the metrics registry, the log) is held while a loop waits. SIGTERM drains
-every loop at once, each within ``--drain-timeout``.
+every loop at once, each within ``--drain-timeout``; a loop still running
+``EXIT_MARGIN_SECONDS`` after that (a thread hung where no deadline reaches) is
+left behind: the process exits 1 without it (``spoolship tail`` then ends with
+``os._exit``, so no pool thread can hold the exit).
 
 A loop that finished with 0 (``--exit-when-empty``: its spool is drained; a stray
 directory shipped) is healthy, not stalled: the fleet keeps its heartbeat fresh
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .follower import SpoolFollower
@@ -31,6 +35,8 @@ from .shipper import Shipper
 __all__ = ["Fleet", "Loop"]
 
 log = logging.getLogger(__name__)
+# Past the drain timeout: the deliveries' stop (2 s), the final checkpoint, closing the spool.
+EXIT_MARGIN_SECONDS = 5.0
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Fleet:
             if loop.follower is not None:
                 loop.follower.start()
             loop.thread.start()
+        stopped_at = None
         try:
             for loop in self.loops:
                 while loop.thread.is_alive():
@@ -66,11 +73,23 @@ class Fleet:
                     if failed.is_set() and not stop.is_set():
                         stop.set()
                         self.wake()
+                    if stop.is_set() and stopped_at is None:
+                        stopped_at = time.monotonic()
+                    if stopped_at is not None and time.monotonic() - stopped_at > self._exit_seconds():
+                        # A thread hung past every deadline (a call no watchdog can cut): exit anyway, 1.
+                        log.error("shipping loop did not stop within the drain timeout; exiting without it",
+                                  extra={"route": loop.route})
+                        loop.code = 1
+                        break
         finally:
             for loop in self.loops:
                 if loop.follower is not None:
                     loop.follower.stop()
         return max(1 if loop.code is None else loop.code for loop in self.loops)
+
+    def _exit_seconds(self) -> float:
+        """How long after the stop a loop may take: its drain timeout, then stopping its deliveries."""
+        return max(loop.shipper.config.drain_timeout_seconds for loop in self.loops) + EXIT_MARGIN_SECONDS
 
     def _beat_for_finished(self) -> None:
         for loop in self.loops:

@@ -123,7 +123,8 @@ class KinesisSink:
         try:
             while True:
                 kwargs = {"NextToken": token} if token else {"StreamName": self.stream}
-                page = self.client.list_shards(**kwargs)
+                with self._api.watchdog.call():  # under the call deadline: a trickled answer ends (item 5)
+                    page = self.client.list_shards(**kwargs)
                 shards.extend(page["Shards"])
                 token = page.get("NextToken")
                 if not token:

@@ -36,8 +36,15 @@ class SegmentProgress:
     ino: int = 0
     head_bytes: int = 0
     head: str = ""
+    # A hash of the (at most HEAD_BYTES) bytes just before `read`, and before `acked` ("": not known): the
+    # file read on from an offset must still hold there what was read there (tailer/identity.py).
+    read_tail: str = ""
+    acked_tail: str = ""
+    span_tails: deque[str] = field(default_factory=deque)  # per span in `spans`: the hash before its end
     resync: bool = False  # acked came from a checkpoint: if it is inside a line, skip to the next one
     seen_active: bool = False  # listed while a spool writer still wrote it
+    kept_for_copy_in: bool = False  # shipped and checkpointed; not deleted yet: it may still be copied in
+    kept_until: float = 0.0  # wall time its copy-in grace ends (may end later: a writer still holds it)
     size_seen: int = 0  # the largest size read from the open file (listings may be older)
 
     @property
@@ -64,13 +71,18 @@ class SegmentProgress:
         """Forget every span and the file: ship what the path holds from its first byte."""
         self.close_fd()  # read the path again: it may be another file now
         self.spans.clear()
+        self.span_tails.clear()
         self.acked = self.read = 0
         self.head_bytes, self.head, self.resync = 0, "", False
+        self.read_tail = self.acked_tail = ""
 
-    def new_span(self, start: int, end: int, lines: int) -> Span:
+    def new_span(self, start: int, end: int, lines: int, tail: str = "") -> Span:
+        """``tail``: the hash of the bytes just before ``end`` (tailer.identity.tail_digest)."""
         span = Span(self.segment_id, start, end, lines)
         self.spans.append(span)
+        self.span_tails.append(tail)
         self.read = end
+        self.read_tail = tail
         return span
 
     def advance(self) -> bool:
@@ -79,6 +91,7 @@ class SegmentProgress:
         spans = self.spans
         while spans and spans[0].pending <= 0:
             self.acked = spans.popleft().end
+            self.acked_tail = self.span_tails.popleft()
             moved = True
         return moved
 

@@ -58,11 +58,12 @@ class SegmentReader:
             return False
         if progress.unshipped_since is None:
             progress.unshipped_since = time.time()
-        boundary = tracker.identity.at_line_start(progress)
+        boundary = tracker.identity.continues(progress)
         if boundary is None:
             return False
         if not boundary:
             return self._off_boundary(progress, fd)
+        progress.resync = False  # the checkpoint's offset is proven a line start of this very file
         chunk = self._io.run("read", segment_id, self._ops.read_lines, fd, progress.read, self._read_bytes)
         if chunk is FAILED:
             return False
@@ -77,7 +78,7 @@ class SegmentReader:
             cut = _nth_line_end(data, self._lines_max)
             data, end = data[:cut], chunk.start + cut
         lines = split_lines(data)
-        span = progress.new_span(chunk.start, end, len(lines))
+        span = progress.new_span(chunk.start, end, len(lines), tracker.identity.tail_digest(progress, end, data))
         tracker.identity.note_read(progress, data if chunk.start == 0 else None)
         if b"\0" in data:  # one memchr per chunk; compact JSON never holds a NUL byte
             lines = self._dead_letter_holes(span, lines)
@@ -87,9 +88,10 @@ class SegmentReader:
         return True
 
     def _off_boundary(self, progress: SegmentProgress, fd: int) -> bool:
-        """Byte ``read - 1`` is not a newline: the file was rewritten — or, right after a start, the
-        checkpoint points inside a line of this very file: then skip to the next line start."""
-        if not progress.resync:
+        """The bytes before ``read`` are not the ones read there: the file was rewritten — or, right after
+        a start, a checkpoint without a tail hash points inside a line of this very file (its inode was
+        checked by adopt): then skip to the next line start."""
+        if not progress.resync or progress.read_tail:
             self._tracker.identity.replaced(progress, "rewritten", progress.ino)
             self._tracker.dirty = True
             return True
@@ -98,7 +100,8 @@ class SegmentReader:
             return False  # the rest of that line is not written yet
         end = chunk.end if chunk.oversized else chunk.start + chunk.data.index(b"\n") + 1
         self._tracker.identity.skipped_mid_line(progress, end)
-        progress.new_span(progress.read, end, 0)
+        data = chunk.data[:end - chunk.start] if not chunk.oversized else b""
+        progress.new_span(progress.read, end, 0, self._tracker.identity.tail_digest(progress, end, data))
         progress.resync = False
         self._tracker.advance(progress.segment_id)
         return True
@@ -114,7 +117,7 @@ class SegmentReader:
     def _dead_letter_range(self, progress: SegmentProgress, start: int, end: int, reason: str) -> bool:
         if not self._dead.range(progress, start, end, reason):
             return False  # not read past: tried again after the backoff
-        progress.new_span(start, end, 0)
+        progress.new_span(start, end, 0, self._tracker.identity.tail_digest(progress, end, b""))
         self._tracker.advance(progress.segment_id)
         return True
 

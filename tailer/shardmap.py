@@ -6,7 +6,8 @@ aggregated record arrived on. With ``--aggregate`` and per-record keys
 hashes to (MD5, as Kinesis does), and each aggregate is sent with the first
 sub-record's key, which lands it on that same shard — while the map is right.
 It is re-read every minute (in a background thread: the shipping loop never
-waits for ListShards), and at once (at most once a second) when a
+waits for ListShards but for the very first attempt, which ends at the call
+deadline), and at once (at most once a second) when a
 delivery sees a record land on another shard than predicted (see
 :mod:`tailer.placement`).
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 60.0
 RETRY_SECONDS = 5.0
 MISMATCH_REFRESH_SECONDS = 1.0
+MISMATCH_WAIT_SECONDS = 1.0  # longest a delivery waits for another's refresh
 
 
 def hash_key(key: str) -> int:
@@ -57,6 +59,7 @@ class ShardMap:
         self._table = _Table([])
         self._loaded_at = float("-inf")
         self._refreshing = threading.Lock()
+        self._tried = False
         self.refreshes = 0
 
     def refresh(self) -> None:
@@ -80,7 +83,8 @@ class ShardMap:
             return
         if not self._refreshing.acquire(blocking=False):
             return  # a delivery (or a background refresh) is refreshing it right now
-        if self.refreshes == 0:
+        if self.refreshes == 0 and not self._tried:  # only the very first attempt; retries never block the loop
+            self._tried = True
             self._locked_load()
         else:
             threading.Thread(target=self._locked_load, name="shard-map-refresh", daemon=True).start()
@@ -97,9 +101,15 @@ class ShardMap:
 
     def refresh_after_mismatch(self) -> None:
         """A record landed elsewhere than predicted: refresh unless that was just done; may raise ShipError."""
-        with self._refreshing:  # several deliveries may notice at once: one ListShards serves them all
+        # Several deliveries may notice at once: one ListShards serves them all. One that is slow (it ends at
+        # the call deadline) never holds the others: they go on with the map as it is (lines sent again).
+        if not self._refreshing.acquire(timeout=MISMATCH_WAIT_SECONDS):
+            return
+        try:
             if self._clock() - self._loaded_at >= MISMATCH_REFRESH_SECONDS:
                 self._load()
+        finally:
+            self._refreshing.release()
 
     def shard_for(self, key: str) -> str | None:
         """The open shard ``key`` hashes to, or ``None`` while the map is unknown."""

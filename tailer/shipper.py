@@ -162,7 +162,7 @@ class Shipper:
         while time.monotonic() < deadline:
             self._rescan_requested = True
             worked = self.ship_once(draining=True)
-            if self._is_drained():
+            if self._is_drained(deadline=deadline):
                 return self._finish(drained=True)
             if not worked:
                 self._wait(min(0.05, max(0.0, deadline - time.monotonic())))
@@ -200,10 +200,12 @@ class Shipper:
             return True
         return False
 
-    def _is_drained(self) -> bool:
+    def _is_drained(self, *, deadline: float | None = None) -> bool:
+        """``deadline`` (monotonic, a drain's): a copied-in segment whose grace outlasts it is left behind."""
         if self._inflight or self._ready or self._dead or self._held or self._packer.pending_since is not None:
             return False
-        return self._tracker.is_empty()
+        after = None if deadline is None else time.time() + max(0.0, deadline - time.monotonic())
+        return self._tracker.is_empty(leave_copy_ins_after=after)
 
     def close(self) -> None:
         """Stop without draining (tests and errors): abort deliveries, save the checkpoint."""

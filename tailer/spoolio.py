@@ -129,6 +129,10 @@ class GuardedSpool:
     def failing(self) -> bool:
         return bool(self._failures)
 
+    def failing_on(self, operation: str, target: str) -> bool:
+        """``operation`` on ``target`` failed last time it was tried (backing off, or due for a retry)."""
+        return (operation, target) in self._failures
+
     def forget(self, operation: str, target: str) -> None:
         """The target is gone (a segment deleted): drop its backoff state."""
         self._failures.pop((operation, target), None)

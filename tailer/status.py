@@ -1,7 +1,11 @@
 """`spoolship status`: what is in a spool and how far behind the tailer is, without touching it.
 
 Reads the checkpoint without taking its lock and probes writer locks the way the
-tailer does; it never seals, ships or deletes anything.
+tailer does; it never seals, ships or deletes anything. An offset counts as
+shipped only for the file it was saved for: a segment whose inode is not the
+checkpoint's (replaced under the tailer, or a copy restored) shows as unshipped,
+as the tailer ships it from its first byte (or adopts a restored copy whose
+hashes match: then status over-counts the backlog until the next checkpoint).
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ from spooler import (
     SegmentState,
     count_dead_letters,
     list_segments,
-    read_checkpoint,
 )
-from spooler.checkpoint import LOCK_FILE
+from spooler.checkpoint import LOCK_FILE, read_checkpoint_identities
 
 __all__ = ["SpoolStatus", "read_status"]
 
@@ -66,12 +69,15 @@ def _tailer_running(spool_dir: Path) -> bool:
 
 def read_status(spool_dir: Path) -> SpoolStatus:
     spool_dir = Path(spool_dir)
-    offsets = read_checkpoint(spool_dir)
+    offsets, identities = read_checkpoint_identities(spool_dir)
     now = time.time()
     status = SpoolStatus(spool_dir=str(spool_dir))
     alive, orphaned = set(), set()
     for segment in list_segments(spool_dir):
         shipped = min(offsets.get(segment.segment_id, 0), segment.size)
+        identity = identities.get(segment.segment_id)
+        if identity and segment.ino and identity["ino"] != segment.ino:
+            shipped = 0  # another file under the name: the offset was the old one's
         age = max(0.0, now - segment.mtime)
         status.segments.append(SegmentStatus(segment.segment_id, segment.state.value, segment.size, shipped,
                                              round(age, 1)))

@@ -8,7 +8,10 @@ Invariants:
 - A segment is deleted (or archived) only when it is sealed and the checkpoint
   *on disk* says every byte of it is acknowledged — or it is sealed and has
   stayed empty for ``quiet_seconds`` — and its path still names the file shipped
-  (same inode, the checkpointed size: :mod:`tailer.identity`).
+  (same inode, the checkpointed size, the same first and last bytes:
+  :mod:`tailer.identity`); a segment no spool writer was seen writing (copied in
+  under its final name) also waits out the copy-in grace and any process that
+  still holds it open for writing.
 - An offset only ever applies to the file it was measured in: a segment replaced
   or rewritten under the tailer is shipped from its first byte (tailer/identity.py).
 - A segment that shrinks below what was already read is reported loudly
@@ -52,7 +55,8 @@ class SegmentTracker:
         self._store = CheckpointStore(self._dir)  # raises CheckpointLocked for a second tailer
         self._carried: dict[str, int] = dict(self._store.offsets)  # saved offsets of segments not tracked yet
         self._carried_ids: dict[str, dict] = dict(self._store.identities)
-        self.identity = SegmentIdentity(io, metrics, quiet_seconds=config.quiet_seconds)
+        self.identity = SegmentIdentity(io, metrics, quiet_seconds=config.quiet_seconds,
+                                        copy_in_grace_seconds=config.copy_in_grace_seconds)
         self.needs_rescan = False
         self.progress: dict[str, SegmentProgress] = {}
         self.dirty = False
@@ -68,19 +72,20 @@ class SegmentTracker:
             return False
         seen = set()
         for segment in segments:
-            if segment.state is SegmentState.ORPHANED:
+            orphan = segment.state is SegmentState.ORPHANED
+            if orphan:
                 segment = self._seal_orphan(segment)
                 if segment is None:
                     continue
             seen.add(segment.segment_id)
             progress = self.progress.get(segment.segment_id)
             if progress is None:
-                self._track(segment)
+                self._track(segment, seen_active=orphan)  # an orphan was a writer's (.active, writer gone)
                 continue
             if segment.ino and progress.ino and segment.ino != progress.ino:
                 self.identity.replaced(progress, "new_inode", segment.ino)
                 self.dirty = True
-            elif self.identity.head_changed(progress):
+            elif self.identity.file_changed(progress):
                 self.identity.replaced(progress, "rewritten", progress.ino)
                 self.dirty = True
             progress.segment = segment
@@ -120,11 +125,11 @@ class SegmentTracker:
             log.error("segment vanished before it was shipped", extra={
                 "segment": segment_id, "bytes_unshipped": progress.segment.size - progress.acked})
 
-    def _track(self, segment: Segment) -> None:
+    def _track(self, segment: Segment, *, seen_active: bool = False) -> None:
         acked = self._carried.pop(segment.segment_id, 0)  # the last checkpoint saved
         progress = SegmentProgress(segment, acked=0, read=0, ino=segment.ino,
-                                   seen_active=segment.state is not SegmentState.SEALED)
-        if not self.identity.adopt(progress, self._carried_ids.pop(segment.segment_id, None)) and acked:
+                                   seen_active=seen_active or segment.state is not SegmentState.SEALED)
+        if not self.identity.adopt(progress, self._carried_ids.pop(segment.segment_id, None), acked) and acked:
             self.identity.replaced(progress, "new_inode", segment.ino)
             acked = 0
             self.dirty = True
@@ -165,7 +170,7 @@ class SegmentTracker:
                 self.identity.replaced(progress, "new_inode", ino)
                 self.dirty = True
             progress.ino, progress.fd = ino, fd
-            if self.identity.head_changed(progress):
+            if self.identity.file_changed(progress):
                 self.identity.replaced(progress, "rewritten", ino)
                 self.dirty = True
                 self.needs_rescan = True
@@ -173,17 +178,23 @@ class SegmentTracker:
         return progress.fd
 
     def next_per_writer(self) -> list[SegmentProgress]:
-        """Per writer, the first segment that still has bytes to read (or may grow)."""
-        chosen: dict[str, SegmentProgress] = {}
+        """Per writer, the first segment that still has bytes to read (or may grow) — and past any that
+        cannot be read now (open or read failing: a bad block, EACCES), the next one too: one unreadable
+        segment must not strand every later segment of its writer (review 3, finding 2). The failing one
+        stays in the list: it is tried again when its backoff ends."""
+        chosen: list[SegmentProgress] = []
+        done_with: set[str] = set()
         for progress in sorted(self.progress.values(), key=lambda p: (p.segment.name.writer, p.segment.name.seq)):
             writer = progress.segment.name.writer
-            if writer in chosen:
+            if writer in done_with:
                 continue
             if progress.is_final and progress.read >= progress.segment.size:
                 progress.close_fd()
                 continue
-            chosen[writer] = progress
-        return list(chosen.values())
+            chosen.append(progress)
+            if not self._io.failing_on("read", progress.segment_id):
+                done_with.add(writer)
+        return chosen
 
     # -- acknowledgements, checkpoint, deletion ----------------------------------------------
 
@@ -228,6 +239,7 @@ class SegmentTracker:
                 continue
             if not self.identity.may_delete(progress, size):
                 self.needs_rescan = True
+                self.dirty |= progress.acked == 0  # taken as a new file: its offset 0 is saved
                 continue
             progress.close_fd()
             if self._io.run("delete", segment_id, self._remove, progress.segment, missing_ok=True) is FAILED:
@@ -264,12 +276,19 @@ class SegmentTracker:
 
     # -- state -------------------------------------------------------------------------------
 
-    def is_empty(self) -> bool:
-        """Nothing tracked, nothing carried, no segment file left (and we could look)."""
-        if self.progress or self._carried or self.dirty:
+    def is_empty(self, *, leave_copy_ins_after: float | None = None) -> bool:
+        """Nothing tracked, nothing carried, no segment file left (and we could look) — but for segments
+        shipped and checkpointed that are only kept because they may still be copied in, until at least
+        ``leave_copy_ins_after`` (wall time; a drain whose deadline comes first leaves them: the next start
+        deletes them, or ships what was added; --exit-when-empty waits for them)."""
+        saved = self._store.offsets
+        kept = {sid for sid, p in self.progress.items() if leave_copy_ins_after is not None
+                and p.kept_for_copy_in and p.kept_until >= leave_copy_ins_after
+                and p.is_done() and saved.get(sid) == p.segment.size}
+        if len(kept) < len(self.progress) or self._carried or self.dirty:
             return False
         segments = self._io.run("list", "", self._io.ops.list_segments, self._dir, probe=False)
-        return segments is not FAILED and not segments
+        return segments is not FAILED and all(s.segment_id in kept for s in segments)
 
     def bytes_behind(self) -> int:
         return sum(max(0, p.size - p.acked) for p in self.progress.values())

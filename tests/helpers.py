@@ -170,6 +170,22 @@ def write_segments(spool_dir: Path, writer_id: str, count: int, *, segment_bytes
     return lines
 
 
+def write_sealed(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` as a writer's seal leaves a segment: written aside, marked
+    (:func:`spooler.segment_files.mark_sealed`: ctime past mtime), renamed in. A file written straight under
+    its final name is a copy-in, which the tailer keeps for the copy-in grace (30 s) after shipping it."""
+    from spooler.segment_files import mark_sealed
+
+    aside = path.with_name(".aside-" + path.name)
+    aside.write_bytes(data)
+    fd = os.open(aside, os.O_RDONLY)
+    try:
+        mark_sealed(fd)
+    finally:
+        os.close(fd)
+    os.rename(aside, path)
+
+
 def segments_left(spool_dir: Path) -> int:
     from spooler import list_segments
 

@@ -6,6 +6,7 @@ With ``--config`` it runs one shipping loop per route (tailer/fleet.py), each to
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -41,6 +42,14 @@ from ..strays import StrayGauges, Strays, describe_strays
 __all__ = ["tail"]
 
 log = logging.getLogger(__name__)
+HEALTH_MARGIN_SECONDS = 15.0
+
+
+def health_stale_seconds(configs) -> float:
+    """/healthz: a loop that has not turned, or a call that has run, for longer than any call may take (its
+    ``--call-deadline``) plus a margin is stalled — never a call still within its deadline (the kubelet
+    would restart a tailer that is only waiting for a slow answer)."""
+    return max(c.call_deadline_seconds for c in configs) + HEALTH_MARGIN_SECONDS
 
 
 @click.command(context_settings=COMMAND_SETTINGS)
@@ -132,7 +141,8 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
     StrayGauges(strays, loops[0].shipper.metrics.registry)
     server = None
     if first.metrics_port is not None:
-        server = MetricsServer([loop.shipper.metrics for loop in loops], first.metrics_host, first.metrics_port)
+        server = MetricsServer([loop.shipper.metrics for loop in loops], first.metrics_host, first.metrics_port,
+                               stale_seconds=health_stale_seconds(configs))
         log.info("metrics listening", extra={"host": first.metrics_host, "port": server.port})
     stop = threading.Event()
     fleet = Fleet(loops)
@@ -152,6 +162,14 @@ def tail(log_level: str, config_file: Path | None, routes: tuple[str, ...], deli
             server.close()
         for sink in sinks:
             sink.close()
+    if code != 0:
+        # Given up at the drain timeout (the checkpoint is saved): a delivery thread still blocked (a hung
+        # credential fetch, a call no deadline reaches) must not hold the exit — sys.exit's atexit hook of
+        # concurrent.futures would join it. Flush the logs, then leave at once.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -200,7 +200,7 @@ def test_missing_stream_is_reported_loudly_and_retried_not_dropped(moto, spool_d
     written = write_segments(spool_dir, "a", 50)
     tailer = start_tailer(spool_dir, "no-such-stream", moto.endpoint, "--metrics-port", "0", "--drain-timeout", "1")
     port = tailer.wait_for_log("metrics listening")["port"]
-    record = tailer.wait_for_log("kinesis refuses the stream; retrying slowly")
+    record = tailer.wait_for_log("the destination refuses the stream; retrying slowly")
     assert record["code"] == "ResourceNotFoundException" and record["level"] == "error"
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert 'spoolship_tailer_failed_calls_total{reason="permanent"} 1.0' in metrics

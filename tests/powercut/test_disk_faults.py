@@ -27,7 +27,7 @@ import requests
 from receiver.config import ReceiverConfig
 from spooler import DEAD_LETTER_DIR, FsyncPolicy, SpoolWriter, WriterConfig, list_segments
 from tailer import Shipper, TailerConfig
-from tests.helpers import LiveReceiver
+from tests.helpers import LiveReceiver, write_sealed
 from tests.powercut.machine import MemorySink, complete_lines
 
 ERRNOS = ["ENOSPC", "EIO", "EFBIG", "EDQUOT", "EROFS"]
@@ -136,7 +136,11 @@ def _torn_segment(spool, writer_id: str, count: int, *, suffix: str = ".ndjson")
     """A segment whose last line is torn (to be dead-lettered), as a crashed writer leaves it:
     sealed, or (``.active``, nobody holding its lock) orphaned."""
     lines = [b'{"_id":"%s-%d"}\n' % (writer_id.encode(), i) for i in range(count)]
-    (spool / f"{writer_id}-00000001{suffix}").write_bytes(b"".join(lines) + b'{"torn":')
+    path, data = spool / f"{writer_id}-00000001{suffix}", b"".join(lines) + b'{"torn":'
+    if suffix == ".ndjson":
+        write_sealed(path, data)
+    else:
+        path.write_bytes(data)
     return lines
 
 

@@ -14,6 +14,9 @@ service's words. Faults:
   PutRecords call gets the next one in turn and is not forwarded — any status, any body: a proxy's
   HTML 404, an empty 502, truncated JSON, a Kinesis error document (see :func:`garbage_answers`).
 
+- ``trickle_targets``: calls whose ``X-Amz-Target`` ends with one of these are forwarded, and the
+  answer is sent back one byte every ``trickle_seconds`` (no read ever times out).
+
 ``call_times`` keeps the monotonic time of every PutRecords call, to measure calls per second.
 """
 
@@ -56,6 +59,8 @@ class FaultProxy:
         self.call_reset_rate = 0.0
         self.down = False
         self.answers: list[tuple] | None = None
+        self.trickle_targets: tuple[str, ...] = ()
+        self.trickle_seconds = 1.0
         self.call_times: list[float] = []
         self._next_answer = 0
         self.counts = {"calls": 0, "records_failed": 0, "errors": 0, "throttles": 0, "resets": 0, "refused": 0,
@@ -121,7 +126,24 @@ class FaultProxy:
             if self.record_failure_rate > 0:
                 return self._partial(handler, body, firehose=firehose)
         status, payload = self._forward(handler, body)
+        if self.trickle_targets and target.endswith(self.trickle_targets):
+            return self._trickle(handler, status, payload)
         self._reply_raw(handler, status, payload)
+
+    def _trickle(self, handler: BaseHTTPRequestHandler, status: int, payload: bytes) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/x-amz-json-1.1")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.flush()
+        try:
+            for byte in payload:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(self.trickle_seconds)
+        except OSError:
+            pass
+        handler.close_connection = True
 
     def _take_answer(self) -> tuple | None:
         with self._lock:

@@ -146,3 +146,15 @@ def test_healthz_reports_a_call_stuck_longer_than_the_stale_period():
         assert b"spoolship_tailer_longest_call_seconds" in scraped
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("deadlines", [(30.0,), (1.0,), (120.0,), (5.0, 300.0, 30.0)])
+def test_healthz_never_calls_a_call_within_its_deadline_stuck(tmp_path, deadlines):
+    """Review 2: /healthz said "call stuck" after a fixed 60 s, so `--call-deadline 120` got a tailer waiting
+    for a slow but legitimate answer restarted by the kubelet. The period follows the longest deadline."""
+    from spoolship.commands.tail import HEALTH_MARGIN_SECONDS, health_stale_seconds
+    from tailer.config import TailerConfig
+
+    configs = [TailerConfig(spool_dir=tmp_path, stream="s", call_deadline_seconds=d) for d in deadlines]
+    assert health_stale_seconds(configs) == max(deadlines) + HEALTH_MARGIN_SECONDS
+    assert health_stale_seconds(configs) > max(deadlines)

@@ -79,3 +79,84 @@ def accepted_lines(sink, aggregate):
         else:
             out.add(data)
     return out
+
+
+class BodyLimitProxy(FakeSink):
+    """nginx's default ``client_max_body_size 1m``: a 413, before Kinesis sees it, for a call whose JSON body
+    (base64 data) is over 1 MiB — whichever records make it up."""
+
+    LIMIT = 1024 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused_calls = 0
+
+    def put_records(self, records):
+        body = sum((len(d) + 2) // 3 * 4 + len(k) + 48 for d, k, _ in records) + 40
+        if body > self.LIMIT:
+            self.refused_calls += 1
+            raise RequestRejected("HTTP 413: Request Entity Too Large", code="HTTP413")
+        return super().put_records(records)
+
+
+@pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregated"])
+@pytest.mark.parametrize("huge_at", [(3, 15, 30, 45, 58), (20, 21, 22, 23, 24)], ids=["spread", "adjacent"])
+def test_more_records_refused_alone_than_the_lone_refusal_limit_never_strand_a_batch(spool_dir, aggregate,
+                                                                                     huge_at):
+    """Review 2, item 3: five 850 kB events among 60 small ones, batches of up to 5 MiB behind a 1 MiB body
+    limit: every small event arrives at once (not after --permanent-retry), nothing is dead-lettered, the
+    huge ones are held and retried slowly."""
+    writer = SpoolWriter(WriterConfig(spool_dir, "a", segment_bytes=10**9, min_free_bytes=0,
+                                      fsync=FsyncPolicy.NEVER))
+    lines = []
+    for i in range(65):
+        pad = b"h" * 850_000 if i in huge_at else b"x" * 200
+        lines.append(b'{"n":%d,"p":"%s"}\n' % (i, pad))
+        writer.append(lines[-1])
+    writer.close()
+    sink = BodyLimitProxy()
+    shipper = make_shipper(spool_dir, sink, aggregate=aggregate, permanent_retry_seconds=3600.0,
+                           max_batch_bytes=5 * 1024 * 1024, linger_seconds=0.5)
+    small = {line for i, line in enumerate(lines) if i not in huge_at}
+    run_until(shipper, lambda: small <= accepted_lines(sink, aggregate) and not shipper._inflight, timeout=30)
+    assert count_dead_letters(spool_dir) == 0
+    assert len(shipper._held.spans()) >= 1, "the huge ones are held out, retried every --permanent-retry"
+    calls = sink.refused_calls
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        shipper.ship_once()
+        time.sleep(0.01)
+    assert sink.refused_calls == calls, "nothing retried in a loop meanwhile"
+    shipper.close()
+
+
+def test_a_record_appended_during_the_delivery_and_refused_alone_is_held_as_its_original():
+    """Review 2, item 3: lines of a rejected aggregate have no lines of their own to hand back; one of them
+    refused alone holds the record it came from (sent again later: duplicates, never a loss)."""
+    import threading
+
+    from tailer.delivery import Backoff, Delivery
+    from tailer.errors import RecordsRejected
+    from tailer.metrics import TailerMetrics
+    from tailer.packing import Batch
+
+    class Sink(FakeSink):
+        def put_records(self, records):
+            if any(d.count(b"\n") > 1 for d, _, _ in records):
+                raise RecordsRejected("invalid record", [0], code="ValidationException")
+            if any(b"refused" in d for d, _, _ in records):
+                raise RequestRejected("HTTP 413", code="HTTP413")
+            return super().put_records(records)
+
+    packed = b'{"a":1}\n{"refused":2}\n{"c":3}\n'
+    batch = Batch(records=[(packed, "k0", None), (b'{"n":1}\n', "k1", None)])
+    abort = threading.Event()
+    delivery = Delivery(Sink(), TailerMetrics(), backoff=Backoff(0.001, 0.01), abort=abort,
+                        reject=lambda *_: None, permanent_retry_seconds=0.01)
+    timer = threading.Timer(10.0, abort.set)  # the old code retried the appended line in this thread forever
+    timer.start()
+    try:
+        done = delivery.deliver(batch)
+    finally:
+        timer.cancel()
+    assert done.held == [0]

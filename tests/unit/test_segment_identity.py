@@ -177,6 +177,71 @@ def _checkpoint_inside_a_line(spool_dir):
     return sink, shipper, [lines], lines[11:]
 
 
+def _fixed_shape(tag: bytes, count: int) -> list[bytes]:
+    """Fixed-shape events: every line the same length, line 0 the same in every version."""
+    first = b'{"event":"heartbeat","host":"web-01","region":"eu-west-1","tenant":"acme","seq":0000}\n'
+    return [first] + [b'{"event":"heartbeat","host":"web-01","region":"eu-west-1","tenant":"%s","seq":%04d}\n'
+                      % (tag, i) for i in range(1, count)]
+
+
+def _shipped_not_deleted(spool_dir, old: list[bytes]):
+    """A sealed segment copied in, shipped and checkpointed, not deleted yet (the copy-in grace holds it)."""
+    path = spool_dir / f"{SID}.ndjson"
+    path.write_bytes(b"".join(old))
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, copy_in_grace_seconds=3600.0, quiet_seconds=3600.0)
+    size = path.stat().st_size
+    run_until(shipper, lambda: len(sink.accepted) == len(old) and read_checkpoint(spool_dir) == {SID: size})
+    return path, sink, shipper
+
+
+def _may_delete_soon(shipper) -> None:
+    shipper._tracker.identity.copy_in_grace_seconds = shipper._tracker.identity.quiet_seconds = 0.05
+
+
+def _rewritten_same_head_and_line_lengths(spool_dir):
+    """`cp new seg` over a shipped segment (same inode, O_TRUNC): same first line, lines of the same length,
+    so byte N-1 is a newline again (review 2, item 1b)."""
+    old, new = _fixed_shape(b"acme", 10), _fixed_shape(b"beta", 20)
+    path, sink, shipper = _shipped_not_deleted(spool_dir, old)
+    rewrite_in_place(path, b"".join(new))
+    _may_delete_soon(shipper)
+    return sink, shipper, [old, new], new
+
+
+def _rewritten_same_size_after_shipping(spool_dir):
+    """Shipped to its end, then rewritten with other lines of the same total size: the deletion must not
+    take it on the word of its inode and size."""
+    old, new = _fixed_shape(b"acme", 10), _fixed_shape(b"beta", 10)
+    path, sink, shipper = _shipped_not_deleted(spool_dir, old)
+    rewrite_in_place(path, b"".join(new))
+    _may_delete_soon(shipper)
+    return sink, shipper, [old, new], new
+
+
+def _restarted_after_replacement_same_head(spool_dir):
+    """Shipped and checkpointed, not deleted; replaced by a new inode with the same first line while the
+    tailer was down (review 2, item 1a)."""
+    old = _fixed_shape(b"acme", 10)
+    path, sink, first = _shipped_not_deleted(spool_dir, old)
+    first.close()
+    new = [old[0]] + lines_of("n", 30)
+    replace_file(path, b"".join(new))
+    sink.accepted.clear()
+    return sink, make_shipper(spool_dir, sink), [new], new
+
+
+def _restarted_after_rewrite_same_head(spool_dir):
+    """Shipped and checkpointed, not deleted; rewritten in place (same inode) with lines of the same length
+    while the tailer was down."""
+    old, new = _fixed_shape(b"acme", 10), _fixed_shape(b"beta", 20)
+    path, sink, first = _shipped_not_deleted(spool_dir, old)
+    first.close()
+    rewrite_in_place(path, b"".join(new))
+    sink.accepted.clear()
+    return sink, make_shipper(spool_dir, sink), [new], new
+
+
 CASES = {
     "copied in: empty at first, then growing": _copied_in,
     "replaced by a new inode, larger": _sealed_then(_replaced(120)),
@@ -187,6 +252,10 @@ CASES = {
     "rewritten in place, line ends where they were": _active_then(_rewritten(50, same_line_ends=True)),
     "truncated below the read offset, then grown": _active_then(_rewritten(10)),
     "checkpoint edited to point inside a line": _checkpoint_inside_a_line,
+    "rewritten in place, same first bytes and line lengths": _rewritten_same_head_and_line_lengths,
+    "rewritten in place to the same size after shipping": _rewritten_same_size_after_shipping,
+    "replaced while the tailer was down, same first bytes": _restarted_after_replacement_same_head,
+    "rewritten while the tailer was down, same first bytes and line lengths": _restarted_after_rewrite_same_head,
 }
 
 
@@ -280,3 +349,142 @@ def test_an_empty_sealed_segment_is_deleted_once_it_has_stayed_empty(spool_dir):
     runner.join(30)
     assert time.monotonic() - started >= 0.25, "deleted before it had stayed empty for the quiet period"
     assert result == [None]
+
+
+@pytest.mark.parametrize("identity", [
+    {"ino": 1, "head_bytes": 2**46, "head": "ab"},  # review 2, item 6: a MemoryError at every start
+    {"ino": 1, "head_bytes": 65, "head": "ab"},
+    {"ino": 1, "head_bytes": 64, "head": "ab", "tail": "cd"},  # a tail without the offset it was taken at
+    {"ino": 1, "head_bytes": 64, "head": "ab", "tail": 1, "tail_at": 3},
+    {"ino": 1, "head_bytes": 64, "head": "ab", "tail": "cd", "tail_at": -1},
+], ids=["head_bytes 2**46", "head_bytes 65", "tail without tail_at", "tail not a string", "tail_at -1"])
+def test_a_hand_edited_identity_out_of_range_is_refused(spool_dir, identity):
+    (spool_dir / CHECKPOINT_FILE).write_text(json.dumps(
+        {"version": 1, "segments": {SID: 3}, "identities": {SID: identity}}))
+    with pytest.raises(CheckpointCorrupt):
+        read_checkpoint(spool_dir)
+
+
+def test_the_checkpoint_records_a_hash_of_the_bytes_before_each_offset(spool_dir):
+    path, _, shipper = _shipped_not_deleted(spool_dir, _fixed_shape(b"acme", 10))
+    shipper.close()
+    identity = json.loads((spool_dir / CHECKPOINT_FILE).read_text())["identities"][SID]
+    assert identity["tail_at"] == path.stat().st_size and identity["tail"]
+
+
+def _wait_shipped(shipper, sink, spool_dir, path, count):
+    size = path.stat().st_size
+    run_until(shipper, lambda: len(sink.accepted) == count and read_checkpoint(spool_dir) == {SID: size})
+    deadline = time.monotonic() + 1.5  # past the grace and the /proc re-check interval: deletion is due
+    while time.monotonic() < deadline:
+        shipper.ship_once()
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("then", ["nothing", "chmod", "moved in"])
+def test_a_file_copied_in_is_not_deleted_while_a_process_holds_it_open_for_writing(spool_dir, tmp_path, then):
+    """Review 2, item 2: `producer > spool/x.ndjson` pauses at a line end; its next lines must not go into an
+    unlinked inode. Review 3, finding 4: also when something moved its ctime past its mtime (a chmod, a
+    volume's fsGroup chown, an `mv` of a file still being written), which took it for a sealed segment."""
+    lines = lines_of("w", 10)
+    path = spool_dir / f"{SID}.ndjson"
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink)
+    written = path if then != "moved in" else tmp_path / "elsewhere.ndjson"
+    with open(written, "wb", buffering=0) as producer:
+        producer.write(b"".join(lines[:5]))
+        time.sleep(0.02)  # a tick later: the ctime the change sets is past the mtime
+        if then == "chmod":
+            os.chmod(path, 0o640)
+        elif then == "moved in":
+            os.rename(written, path)
+        assert then == "nothing" or os.stat(path).st_ctime_ns > os.stat(path).st_mtime_ns
+        _wait_shipped(shipper, sink, spool_dir, path, 5)
+        assert path.exists(), "deleted while a process still held it open for writing"
+        producer.write(b"".join(lines[5:]))
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sink.accepted == lines
+
+
+def test_a_file_copied_in_is_deleted_only_after_the_copy_in_grace(spool_dir):
+    """The producer closed the file between its pieces (or runs where /proc cannot see it): the grace holds."""
+    lines = lines_of("g", 10)
+    path = spool_dir / f"{SID}.ndjson"
+    path.write_bytes(b"".join(lines[:5]))
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, copy_in_grace_seconds=3600.0)
+    _wait_shipped(shipper, sink, spool_dir, path, 5)
+    assert path.exists(), "deleted before the copy-in grace"
+    with open(path, "ab") as producer:
+        producer.write(b"".join(lines[5:]))
+    shipper._tracker.identity.copy_in_grace_seconds = 0.05
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sink.accepted == lines
+
+
+@pytest.mark.parametrize("sealed_by", ["writer", "tailer-for-an-orphan"])
+def test_a_segment_sealed_before_the_tailer_started_is_not_taken_for_a_copy_in(spool_dir, sealed_by):
+    """A seal in the same clock tick as the last append left ctime == mtime, so every segment sealed while
+    the tailer was down (the whole backlog after a restart) waited out the copy-in grace — and a /proc scan
+    each — while the spool cap counted it. A seal moves the mtime back: ctime > mtime however fast."""
+    from spooler import FsyncPolicy, SpoolWriter, WriterConfig
+    from spooler.segments import seal_orphan
+
+    lines = lines_of("s", 20)
+    if sealed_by == "writer":
+        with SpoolWriter(WriterConfig(spool_dir, "fast", min_free_bytes=0, fsync=FsyncPolicy.NEVER)) as writer:
+            for line in lines:
+                writer.append(line)
+    else:
+        orphan = spool_dir / "dead_w0_p1_x-00000001.active"
+        orphan.write_bytes(b"".join(lines))
+        [segment] = list_segments(spool_dir, probe=True)
+        assert seal_orphan(segment) is not None
+    [segment] = list_segments(spool_dir, probe=False)
+    st = os.stat(segment.path)
+    assert st.st_ctime_ns > st.st_mtime_ns, "a seal that leaves ctime == mtime looks like a copy-in"
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, copy_in_grace_seconds=3600.0)
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))  # before: an hour's grace
+    shipper.close()
+    assert sink.accepted == lines
+
+
+def test_one_proc_scan_answers_for_every_file_and_only_after_its_quiet_period():
+    """A restart's backlog of segments the tailer never saw written costs a /proc scan a second, not one per
+    segment; a scan begun before a file's quiet period ended says nothing about it; a file found open is
+    asked about again after the next scan."""
+    from tailer.writers_open import CHECK_EVERY_SECONDS, WriterScan
+
+    clock = {"wall": 1000.0, "mono": 50.0}
+    scans, open_files = [], {(1, 10): 4242}
+    scan = WriterScan(scan=lambda: scans.append(clock["wall"]) or dict(open_files),
+                      wall=lambda: clock["wall"], monotonic=lambda: clock["mono"])
+    assert [scan.writer_of(1, ino, quiet_since=999.0) for ino in range(11, 111)] == [None] * 100
+    assert scan.writer_of(1, 10, quiet_since=999.0) == 4242
+    assert len(scans) == 1, "one scan for a hundred files"
+    assert scan.writer_of(1, 11, quiet_since=1000.5) is False, "the scan began before its quiet period ended"
+    clock["wall"] += CHECK_EVERY_SECONDS
+    clock["mono"] += CHECK_EVERY_SECONDS
+    open_files.clear()  # the producer closed it
+    assert scan.writer_of(1, 11, quiet_since=1000.5) is None
+    assert scan.writer_of(1, 10, quiet_since=999.0) is None
+    assert len(scans) == 2
+    clock["wall"] -= 3600  # the wall clock stepped back: the rate limit keeps to the monotonic clock
+    clock["mono"] += CHECK_EVERY_SECONDS
+    scan.writer_of(1, 12, quiet_since=0.0)
+    assert len(scans) == 3
+
+
+def test_the_proc_scan_finds_this_process_writing_and_not_reading():
+    import tempfile
+
+    from tailer.writers_open import open_for_writing
+
+    with tempfile.NamedTemporaryFile() as writing, open(__file__, "rb") as reading:
+        found = open_for_writing()
+        st_w, st_r = os.fstat(writing.fileno()), os.fstat(reading.fileno())
+        assert found.get((st_w.st_dev, st_w.st_ino)) == os.getpid()
+        assert (st_r.st_dev, st_r.st_ino) not in found

@@ -189,7 +189,7 @@ def _close_shippers():
 def make_shipper(spool_dir, sink, *, ops=None, **overrides):
     settings = {"spool_dir": spool_dir, "stream": "s", "linger_seconds": 0.01, "checkpoint_interval_seconds": 0.0,
                 "poll_interval_seconds": 0.05, "max_backoff_seconds": 0.01, "permanent_retry_seconds": 0.01,
-                "quiet_seconds": 0.05}
+                "quiet_seconds": 0.05, "copy_in_grace_seconds": 0.05}
     settings.update(overrides)
     shipper = Shipper(TailerConfig(**settings), sink, ops=ops)
     _SHIPPERS.append(shipper)
@@ -773,3 +773,43 @@ def test_aggregates_that_land_on_a_child_shard_after_a_split_have_their_stray_li
         owned.update(line for key, line in deaggregate(data) if lo <= hash_key(key) <= hi)
     assert owned == set(lines), f"{len(set(lines) - owned)} lines have no copy on a shard that owns their key"
     assert shipper.metrics.misplaced._value.get() > 0, "the split was noticed from the ShardIds"
+
+
+class LyingShardSink(ReshardingSink):
+    """Answers every record with shard-0, whatever its key (an endpoint that does not place by hash key)."""
+
+    def put_records(self, records):
+        with self._lock:
+            self.calls = getattr(self, "calls", 0) + 1
+            for data, _, _ in records:
+                self.landed.append(("shard-0", data))
+                self.accepted.append(data)
+        return PutResult(placed=["shard-0"] * len(records))
+
+
+def test_an_endpoint_that_places_every_record_on_one_shard_gets_a_bounded_number_of_copies(spool_dir):
+    """Review 3, finding 3: with --aggregate and field: keys the placement check sent misplaced lines again on
+    every answer, with no backoff and no bound: 4,922 copies of each line in 15 s. Now a few rounds per
+    record, then the lines go aggregated per key (right wherever they land), and the spool empties."""
+    from tailer.delivery import PLACEMENT_ROUNDS_MAX
+    from tailer.kpl import deaggregate
+    from tailer.shardmap import ShardMap
+
+    sink = LyingShardSink()
+    writer = SpoolWriter(WriterConfig(spool_dir, "k", min_free_bytes=0, fsync=FsyncPolicy.NEVER))
+    lines = [b'{"user":"u%d","n":%d}\n' % (i % 40, i) for i in range(400)]
+    for line in lines:
+        writer.append(line)
+    writer.close()
+    shipper = Shipper(TailerConfig(spool_dir, "s", aggregate=True, partition_key="field:user", linger_seconds=0.01,
+                                   checkpoint_interval_seconds=0, max_backoff_seconds=0.01), sink,
+                      shard_map=ShardMap(sink.list_shards))
+    _SHIPPERS.append(shipper)
+    run_until(shipper, lambda: not list_segments(spool_dir))
+    shipper.close()
+    copies: dict[bytes, int] = {}
+    for _, data in sink.landed:
+        for _, line in deaggregate(data):
+            copies[line] = copies.get(line, 0) + 1
+    assert set(copies) == set(lines)
+    assert max(copies.values()) <= PLACEMENT_ROUNDS_MAX + 2, max(copies.values())

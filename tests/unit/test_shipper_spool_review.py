@@ -70,6 +70,50 @@ def test_an_archive_inside_the_spool_without_a_byte_limit_is_refused_at_start_up
     TailerConfig(spool_dir, "s", archive_dir=tmp_path / "elsewhere")
 
 
+@pytest.mark.parametrize("how", ["same path", "relative", "through a symlink", "route archive = route spool"])
+def test_an_archive_that_is_the_spool_itself_is_refused_at_start_up(spool_dir, tmp_path, monkeypatch, how):
+    """Review 3, finding 1: --archive-dir equal to the spool was taken for "an archive inside the spool";
+    pruning then deleted unshipped sealed segments, live writers' .active files and the checkpoint (4,500
+    of 7,750 acknowledged events lost, exit 0). With routes, --archive-dir <spool root> gives every route
+    the archive <root>/<route>: its own spool."""
+    if how == "route archive = route spool":
+        import tomllib
+
+        from spoolship.config_file import parse_plan
+
+        plan = parse_plan(tomllib.loads(
+            '[routes.events]\ndestination = "main"\n[destinations.main]\ntype = "kinesis"\nstream = "s"\n'),
+            tmp_path / "c.toml", spool_dir=spool_dir, check_destinations=False)
+        with pytest.raises(ValueError, match="is the spool itself"):
+            plan.tailer_configs(archive_dir=spool_dir, archive_max_bytes=10**6)
+        return
+    archive = {"same path": spool_dir, "relative": None, "through a symlink": tmp_path / "link"}[how]
+    if how == "relative":
+        monkeypatch.chdir(spool_dir.parent)
+        archive = type(spool_dir)(spool_dir.name)
+    elif how == "through a symlink":
+        archive.symlink_to(spool_dir)
+    with pytest.raises(ValueError, match="is the spool itself"):
+        TailerConfig(spool_dir, "s", archive_dir=archive, archive_max_bytes=10**6)
+
+
+def test_pruning_removes_only_what_the_archiver_wrote(tmp_path):
+    """Review 3, finding 1 (defence in depth): a directory given as the archive by mistake keeps every file
+    the archiver did not write — checkpoints, .active segments, an operator's notes."""
+    from spooler import prune_archive
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    kept = ["checkpoint.json", "checkpoint.json.tmp", "w-00000001.active", "notes.txt", "data.ndjson",
+            ".w-00000002.ndjson.gz.tmp", "w-00000003.ndjson.bak"]
+    pruned = ["w-00000004.ndjson", "w-00000005.ndjson.gz"]
+    for name in kept + pruned:
+        (archive / name).write_bytes(b"x" * 100)
+    removed = prune_archive(archive, max_bytes=0, max_age_seconds=0)
+    assert sorted(p.name for p in removed) == sorted(pruned)
+    assert sorted(p.name for p in archive.iterdir()) == sorted(kept)
+
+
 def test_an_empty_segment_from_a_refused_write_never_blocks_the_drain(spool_dir, monkeypatch):
     """Finding 7 (the review's exact case): one refused write, the recovery probe opens a fresh segment,
     the receiver shuts down and seals it empty after the tailer's last checkpoint; the drain must end
@@ -120,3 +164,35 @@ def test_a_segment_descriptor_whose_close_reports_an_error_never_stops_the_taile
     finally:
         monkeypatch.setattr(os, "close", real_close)
     assert sorted(sink.accepted) == sorted(lines)
+
+
+def test_one_unreadable_segment_does_not_strand_the_later_segments_of_its_writer(spool_dir):
+    """Review 3, finding 2: only each writer's first unfinished segment was ever offered for reading, so one
+    segment whose open kept failing (a bad block, EACCES) stranded every later segment of that writer — with
+    one receiver worker, every new event — until the spool filled."""
+    from tests.unit.test_shipper import FlakyOps
+
+    class OneBadFile(FlakyOps):
+        bad = True
+
+        def open_segment(self, path):
+            if self.bad and path.name.startswith("w-00000001"):
+                raise OSError(errno.EIO, "injected EIO opening the first segment")
+            return super().open_segment(path)
+
+    ops = OneBadFile()
+    _, w_lines = write_lines(spool_dir, "w", 300, segment_bytes=2048)
+    _, v_lines = write_lines(spool_dir, "v", 20)
+    first = {s.segment_id for s in list_segments(spool_dir, probe=False)}
+    assert {"w-00000001", "w-00000002", "w-00000003"} <= first
+    sink = FakeSink()
+    shipper = make_shipper(spool_dir, sink, ops=ops)
+    unreadable = (spool_dir / "w-00000001.ndjson").read_bytes().splitlines(keepends=True)
+    rest = [line for line in w_lines if line not in set(unreadable)] + v_lines
+    run_until(shipper, lambda: set(rest) <= set(sink.accepted)
+              and {s.segment_id for s in list_segments(spool_dir, probe=False)} == {"w-00000001"})
+    assert not set(unreadable) & set(sink.accepted)
+    ops.bad = False  # the disk is readable again: the segment is shipped too
+    run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
+    shipper.close()
+    assert sorted(sink.accepted) == sorted(w_lines + v_lines)
