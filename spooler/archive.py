@@ -8,7 +8,10 @@ would hold the very space a retry needs. Pruning keeps the archive under a byte
 budget and an age, oldest first, and removes only what the archiver wrote: a
 sealed segment's name, plain or ``.gz`` — never a checkpoint, an ``.active``
 segment or an operator's file in a directory given as the archive by mistake
-(the tailer also refuses an archive that is the spool itself).
+(the tailer also refuses an archive that is the spool itself). A directory that
+is a spool (it holds a checkpoint or its lock: the spool under another path, a
+bind mount, another route's spool) is never pruned at all: there, archive names
+are the names of segments not yet shipped.
 """
 
 from __future__ import annotations
@@ -20,10 +23,15 @@ import shutil
 import time
 from pathlib import Path
 
+from .checkpoint import CHECKPOINT_FILE, LOCK_FILE
 from .fsutil import fsync_dir
 from .naming import parse_segment_name
 
-__all__ = ["archive_segment", "is_archive_name", "prune_archive"]
+__all__ = ["ArchiveIsASpool", "archive_segment", "is_archive_name", "prune_archive"]
+
+
+class ArchiveIsASpool(OSError):
+    """The archive directory holds a spool's checkpoint: pruning it would delete unshipped segments."""
 
 _COPY_BYTES = 1024 * 1024
 
@@ -61,9 +69,13 @@ def is_archive_name(file_name: str) -> bool:
 
 
 def prune_archive(archive_dir: Path, *, max_bytes: int | None, max_age_seconds: float | None) -> list[Path]:
-    """Delete the oldest archives past the age or byte budget; return what was removed."""
+    """Delete the oldest archives past the age or byte budget; return what was removed. Raises
+    :class:`ArchiveIsASpool` (an OSError: the tailer logs, counts and retries it) in a spool."""
     if not archive_dir.is_dir():
         return []
+    for marker in (LOCK_FILE, CHECKPOINT_FILE):
+        if (archive_dir / marker).exists():
+            raise ArchiveIsASpool(f"{archive_dir} holds {marker}: it is a spool, not an archive; not pruned")
     files = []
     for path in archive_dir.iterdir():
         if not is_archive_name(path.name) or not path.is_file():

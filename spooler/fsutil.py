@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "close_settled", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "close_settled", "fsync_dir", "where_is"]
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +63,26 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def where_is(path: Path, directory: Path) -> str | None:
+    """``"same"`` if ``path`` is ``directory``, ``"inside"`` if it is below it, else None — by the
+    directories themselves (device and inode), so that a symlink, a ``..`` or a bind mount (one volume
+    mounted twice, as a pod may) does not hide it; by the resolved paths where nothing exists yet.
+    ``path`` need not exist: its nearest existing ancestor decides."""
+    same_path = Path(path).resolve() == Path(directory).resolve()
+    inside_path = Path(directory).resolve() in Path(path).resolve().parents
+    try:
+        target = os.stat(directory)
+    except OSError:
+        return "same" if same_path else "inside" if inside_path else None
+    key = (target.st_dev, target.st_ino)
+    candidate = Path(os.path.abspath(path))
+    for level, ancestor in enumerate([candidate, *candidate.parents]):
+        try:
+            st = os.stat(ancestor)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == key:
+            return "same" if level == 0 else "inside"
+    return "same" if same_path else "inside" if inside_path else None

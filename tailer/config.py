@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from spooler.fsutil import where_is
+
 from .credentials import DEFAULT_SESSION_NAME, RoleSettings
 from .deadline import DEFAULT_CALL_DEADLINE_SECONDS
 from .firehose_packing import FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES
@@ -108,7 +110,7 @@ class TailerConfig:
             raise ValueError("read_bytes must exceed the 1 MiB record limit")
         if self.permanent_retry_seconds <= 0 or self.max_backoff_seconds <= 0 or self.call_deadline_seconds <= 0:
             raise ValueError("--permanent-retry, --max-backoff and --call-deadline must be positive")
-        if self.archive_dir is not None and self.archive_dir.resolve() == self.spool_dir.resolve():
+        if self.archive_dir is not None and where_is(self.archive_dir, self.spool_dir) == "same":
             # Pruning would take the spool's own sealed segments for archives, unshipped ones included (a
             # hostile review lost 4,500 of 7,750 acknowledged events this way), and without gzip an archived
             # segment's final path is the segment itself.
@@ -121,10 +123,7 @@ class TailerConfig:
                              "--max-spool-bytes, so it needs --archive-max-bytes (well under that cap)")
 
     def archive_is_in_spool(self) -> bool:
-        if self.archive_dir is None:
-            return False
-        spool, archive = self.spool_dir.resolve(), self.archive_dir.resolve()
-        return archive == spool or spool in archive.parents
+        return self.archive_dir is not None and where_is(self.archive_dir, self.spool_dir) is not None
 
     def _check_firehose(self) -> None:
         if self.aggregate or self.partition_key != "random":

@@ -121,7 +121,7 @@ class SegmentIdentity:
         if not tail or not progress.head_bytes:
             return False
         ends = self._io.run("read", progress.segment_id, _read_ends, progress.segment.path, progress.head_bytes,
-                            acked, missing_ok=True)
+                            acked, missing_ok=True, clears=False)
         if not ends or ends is FAILED:
             return False
         _, head, before = ends
@@ -164,7 +164,7 @@ class SegmentIdentity:
         return self.head_changed(progress) or self.continues(progress, tail_only=True) is False
 
     def fd_inode(self, progress: SegmentProgress, fd: int) -> int | None:
-        st = self._io.run("read", progress.segment_id, os.fstat, fd)
+        st = self._io.run("read", progress.segment_id, os.fstat, fd, clears=False)
         return None if st is FAILED else st.st_ino
 
     def continues(self, progress: SegmentProgress, *, tail_only: bool = False) -> bool | None:
@@ -182,7 +182,7 @@ class SegmentIdentity:
 
     def is_quiet(self, progress: SegmentProgress) -> bool:
         """The open file has not changed for ``quiet_seconds`` (nobody is still copying it in)."""
-        st = self._io.run("read", progress.segment_id, os.fstat, progress.fd)
+        st = self._io.run("read", progress.segment_id, os.fstat, progress.fd, clears=False)
         return st is not FAILED and time.time() - st.st_mtime >= self.quiet_seconds
 
     def may_delete(self, progress: SegmentProgress, checkpointed: int) -> bool:
@@ -246,5 +246,5 @@ class SegmentIdentity:
             "segment": progress.segment_id, "checkpoint": progress.read, "skipped_bytes": next_line - progress.read})
 
     def _read(self, progress: SegmentProgress, offset: int, length: int) -> bytes | None:
-        data = self._io.run("read", progress.segment_id, os.pread, progress.fd, length, offset)
+        data = self._io.run("read", progress.segment_id, os.pread, progress.fd, length, offset, clears=False)
         return None if data is FAILED else data

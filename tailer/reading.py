@@ -47,7 +47,7 @@ class SegmentReader:
         if fd is None:
             tracker.needs_rescan = True
             return False
-        size = self._io.run("read", segment_id, self._ops.size_of, fd)
+        size = self._io.run("read", segment_id, self._ops.size_of, fd, clears=False)
         if size is FAILED:
             return False
         if size < progress.read:

@@ -97,6 +97,73 @@ def test_an_archive_that_is_the_spool_itself_is_refused_at_start_up(spool_dir, t
         TailerConfig(spool_dir, "s", archive_dir=archive, archive_max_bytes=10**6)
 
 
+@pytest.fixture
+def bind_mounted(tmp_path):
+    """``mount(source) -> path``: the same directory under a second path, as a pod mounts one volume twice."""
+    import subprocess
+
+    mounted = []
+
+    def mount(source):
+        target = tmp_path / f"bind{len(mounted)}"
+        target.mkdir()
+        result = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"bind mounts unavailable here: {result.stderr.decode().strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", str(target)], capture_output=True)
+
+
+def test_an_archive_that_is_the_spool_under_a_bind_mount_is_refused(spool_dir, bind_mounted):
+    """Review 4, finding 1: paths compared with resolve() let the spool's own volume mounted a second time
+    pass as the archive; pruning then deleted unshipped segments (4,650 of 8,200 acknowledged events lost),
+    and it was not even asked for --archive-max-bytes. Compared by device and inode now."""
+    other_path = bind_mounted(spool_dir)
+    with pytest.raises(ValueError, match="is the spool itself"):
+        TailerConfig(spool_dir, "s", archive_dir=other_path, archive_max_bytes=10**6)
+    with pytest.raises(ValueError, match="inside the spool"):
+        TailerConfig(spool_dir, "s", archive_dir=other_path / "archive")
+
+
+def test_a_route_whose_archive_is_another_routes_spool_is_refused(tmp_path):
+    """Review 4, finding 2: with --archive-dir <root>/arch and a route spooling to arch/events, route
+    events' archive <root>/arch/events was the clicks route's spool (625 of 8,150 acknowledged events lost)."""
+    import tomllib
+
+    from spoolship.config_file import parse_plan
+
+    root = tmp_path / "spool"
+    plan = parse_plan(tomllib.loads(
+        '[routing]\nfield = "type"\ndefault = "events"\n'
+        '[routes.events]\ndestination = "main"\n'
+        '[routes.clicks]\ndestination = "main"\nvalues = ["click"]\nspool_dir = "arch/events"\n'
+        '[destinations.main]\ntype = "kinesis"\nstream = "s"\n'),
+        tmp_path / "c.toml", spool_dir=root, check_destinations=False)
+    assert plan.route("clicks").spool_dir == root / "arch" / "events"
+    with pytest.raises(ValueError, match="in route clicks's spool"):
+        plan.tailer_configs(archive_dir=root / "arch", archive_max_bytes=10**6)
+    assert len(plan.tailer_configs(archive_dir=tmp_path / "archive")) == 2
+
+
+def test_a_directory_holding_a_spools_checkpoint_is_never_pruned(spool_dir):
+    """Defence in depth for what start-up cannot see (another mount namespace): archive names are the
+    names of a spool's unshipped segments."""
+    from spooler import prune_archive
+    from spooler.archive import ArchiveIsASpool
+
+    _, lines = write_lines(spool_dir, "w", 50)
+    shipper = make_shipper(spool_dir, FakeSink(), linger_seconds=3600, poll_interval_seconds=3600)
+    shipper.close()  # took the checkpoint lock, shipped nothing
+    before = sorted(p.name for p in spool_dir.iterdir())
+    with pytest.raises(ArchiveIsASpool):
+        prune_archive(spool_dir, max_bytes=0, max_age_seconds=0)
+    assert sorted(p.name for p in spool_dir.iterdir()) == before
+
+
 def test_pruning_removes_only_what_the_archiver_wrote(tmp_path):
     """Review 3, finding 1 (defence in depth): a directory given as the archive by mistake keeps every file
     the archiver did not write — checkpoints, .active segments, an operator's notes."""
@@ -104,7 +171,7 @@ def test_pruning_removes_only_what_the_archiver_wrote(tmp_path):
 
     archive = tmp_path / "archive"
     archive.mkdir()
-    kept = ["checkpoint.json", "checkpoint.json.tmp", "w-00000001.active", "notes.txt", "data.ndjson",
+    kept = ["checkpoint.json.tmp", "w-00000001.active", "notes.txt", "data.ndjson",
             ".w-00000002.ndjson.gz.tmp", "w-00000003.ndjson.bak"]
     pruned = ["w-00000004.ndjson", "w-00000005.ndjson.gz"]
     for name in kept + pruned:
@@ -196,3 +263,30 @@ def test_one_unreadable_segment_does_not_strand_the_later_segments_of_its_writer
     run_until(shipper, lambda: not list_segments(spool_dir, probe=False))
     shipper.close()
     assert sorted(sink.accepted) == sorted(w_lines + v_lines)
+
+
+def test_a_segment_whose_reads_keep_failing_backs_off_instead_of_retrying_every_50_ms(spool_dir, caplog):
+    """Review 4, finding 4: the fstat before each read succeeded and ended the segment's backoff, so a read
+    that kept failing was tried every 50 ms for ever, each try logging a failure and a recovery."""
+    import logging
+    import time
+
+    from tests.unit.test_shipper import FlakyOps
+
+    class UnreadableTail(FlakyOps):
+        def read_lines(self, fd, offset, max_bytes):
+            self.calls["bad_reads"] = self.calls.get("bad_reads", 0) + 1
+            raise OSError(errno.EIO, "injected EIO reading")
+
+    ops = UnreadableTail()
+    write_lines(spool_dir, "w", 20)
+    shipper = make_shipper(spool_dir, FakeSink(), ops=ops, max_backoff_seconds=1.0)
+    caplog.set_level(logging.INFO, logger="tailer.spoolio")
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        shipper.ship_once()
+        time.sleep(0.01)
+    shipper.close()
+    # Backoff 50 ms doubling to 1 s: about 7 tries in 2.5 s (it was one every 50 ms: ~50).
+    assert 2 <= ops.calls["bad_reads"] <= 12, ops.calls["bad_reads"]
+    assert not [r for r in caplog.records if "recovered" in r.getMessage()], "no recovery while it fails"
