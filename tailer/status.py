@@ -24,6 +24,8 @@ from spooler import (
 )
 from spooler.checkpoint import LOCK_FILE, read_checkpoint_identities
 
+from .identity import head_digest
+
 __all__ = ["SpoolStatus", "read_status"]
 
 
@@ -67,6 +69,23 @@ def _tailer_running(spool_dir: Path) -> bool:
         os.close(fd)
 
 
+def _is_the_file_saved(segment, identity: dict | None) -> bool:
+    """The checkpoint's identity (if any) still describes the file: its inode and the hash of its first
+    bytes (a file rewritten in place keeps its inode)."""
+    if not identity:
+        return True
+    if segment.ino and identity["ino"] != segment.ino:
+        return False
+    if not identity["head_bytes"]:
+        return True
+    try:
+        with open(segment.path, "rb") as f:
+            head = f.read(identity["head_bytes"])
+    except OSError:
+        return True  # gone or unreadable: the tailer will tell; status only reports
+    return head_digest(head) == identity["head"]
+
+
 def read_status(spool_dir: Path) -> SpoolStatus:
     spool_dir = Path(spool_dir)
     offsets, identities = read_checkpoint_identities(spool_dir)
@@ -75,9 +94,8 @@ def read_status(spool_dir: Path) -> SpoolStatus:
     alive, orphaned = set(), set()
     for segment in list_segments(spool_dir):
         shipped = min(offsets.get(segment.segment_id, 0), segment.size)
-        identity = identities.get(segment.segment_id)
-        if identity and segment.ino and identity["ino"] != segment.ino:
-            shipped = 0  # another file under the name: the offset was the old one's
+        if not _is_the_file_saved(segment, identities.get(segment.segment_id)):
+            shipped = 0  # another file under the name, or rewritten: the offset was the old one's
         age = max(0.0, now - segment.mtime)
         status.segments.append(SegmentStatus(segment.segment_id, segment.state.value, segment.size, shipped,
                                              round(age, 1)))

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from spooler import CheckpointStore, FsyncPolicy, SpoolWriter, WriterConfig, write_dead_letter
 from tests.conftest import child_env, proc_cmd
 
@@ -45,21 +47,28 @@ def test_status_reports_segments_behind_writers_and_dead_letters(spool_dir):
     assert (spool_dir / "dead-00000001.active").exists(), "status is read-only: it never seals an orphan"
 
 
-def test_status_counts_a_segment_replaced_under_its_name_as_unshipped(spool_dir):
-    """Review 2: the offset belongs to the file it was saved for; another inode under the name is shipped by
-    the tailer from its first byte, so status must not call it shipped."""
+@pytest.mark.parametrize("how", ["replaced", "rewritten in place"])
+def test_status_counts_a_segment_replaced_under_its_name_as_unshipped(spool_dir, how):
+    """Review 2 and 4: the offset belongs to the file it was saved for; another inode under the name, or the
+    same inode rewritten, is shipped by the tailer from its first byte, so status must not call it shipped."""
+    from tailer.identity import head_digest
+
     writer = SpoolWriter(WriterConfig(spool_dir, "old", min_free_bytes=0, fsync=FsyncPolicy.NEVER))
     writer.append(b'{"n":1}\n' * 10)
     writer.close()
     path = spool_dir / "old-00000001.ndjson"
     with CheckpointStore(spool_dir) as store:
         store.save({"old-00000001": 80}, {"old-00000001": {"ino": path.stat().st_ino, "head_bytes": 8,
-                                                           "head": "0" * 32}})
+                                                           "head": head_digest(path.read_bytes()[:8])}})
     shipped = json.loads(spoolship("status", "--spool-dir", str(spool_dir), "--json").stdout)
     assert shipped["bytes_behind"] == 0
-    aside = spool_dir / ".aside"
-    aside.write_bytes(b'{"n":2}\n' * 10)
-    aside.rename(path)  # a new inode under the same name
+    if how == "replaced":
+        aside = spool_dir / ".aside"
+        aside.write_bytes(b'{"n":2}\n' * 10)
+        aside.rename(path)  # a new inode under the same name
+    else:
+        with open(path, "r+b") as f:  # the same inode
+            f.write(b'{"n":2}\n' * 10)
     replaced = json.loads(spoolship("status", "--spool-dir", str(spool_dir), "--json").stdout)
     [segment] = replaced["segments"]
     assert segment["shipped_bytes"] == 0 and replaced["bytes_behind"] == 80, replaced
