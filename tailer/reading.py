@@ -136,7 +136,11 @@ def _nth_line_end(data: bytes, n: int, newlines: int | None = None) -> int:
     if newlines is None:
         newlines = data.count(b"\n")
     guess = min(len(data), len(data) * n // max(1, newlines))
-    seen = data.count(b"\n", 0, guess)  # data[:guess] holds ``seen`` newlines
+    # data[:guess] holds ``seen`` newlines, counted from the nearer end (a chunk just over the cap: its tail)
+    if guess > len(data) // 2:
+        seen = newlines - data.count(b"\n", guess)
+    else:
+        seen = data.count(b"\n", 0, guess)
     if seen >= n:  # step back from the last newline before ``guess`` (the seen-th) to the n-th
         position = data.rfind(b"\n", 0, guess)
         for _ in range(seen - n):

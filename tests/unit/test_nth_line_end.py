@@ -17,6 +17,7 @@ def test_the_cut_is_just_past_the_nth_newline(lengths, data):
     n = data.draw(st.integers(1, len(lengths) - 1))
     cut = _nth_line_end(chunk, n)
     assert chunk[:cut].count(b"\n") == n and chunk[cut - 1:cut] == b"\n"
+    assert _nth_line_end(chunk, n, chunk.count(b"\n")) == cut  # with the caller's count, as reading does
 
 
 def test_uniform_lines_and_skewed_ones():
@@ -26,3 +27,4 @@ def test_uniform_lines_and_skewed_ones():
         for n in (1, 2, 5_000, 9_999, 10_000):
             cut = _nth_line_end(chunk, n)
             assert chunk[:cut].count(b"\n") == n and chunk[cut - 1:cut] == b"\n"
+            assert _nth_line_end(chunk, n, chunk.count(b"\n")) == cut
