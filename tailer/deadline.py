@@ -13,7 +13,8 @@ raises a retryable error (tailer/errors.py): sent again with backoff, nothing
 lost. :meth:`CallWatchdog.interrupt` ends every call in flight at once (the
 drain timeout: the tailer must not wait for a hung call to exit). A call that
 has expired sends no further request (a retry, or a request whose connection
-was still being made at the deadline). The credential fetch of a call (STS
+was still being made at the deadline). The hot call's own exchange
+(tailer/http_exchange.py) registers its socket with :func:`record`. The credential fetch of a call (STS
 AssumeRole, through a client whose session is ``install``-ed too) runs under
 the same deadline.
 
@@ -39,7 +40,7 @@ from botocore.awsrequest import (
 
 from .errors import Unavailable
 
-__all__ = ["DEFAULT_CALL_DEADLINE_SECONDS", "CallWatchdog", "install"]
+__all__ = ["DEFAULT_CALL_DEADLINE_SECONDS", "CallWatchdog", "install", "record"]
 
 DEFAULT_CALL_DEADLINE_SECONDS = 30.0
 _current = threading.local()  # the call (a _Call) this thread is making, if any
@@ -54,15 +55,22 @@ class _Call:
         self.expired = False
 
 
+def record(connection) -> None:
+    """Before a request is written on ``connection`` (anything with a ``sock``): the watchdog shuts that
+    socket down at the deadline of this thread's call. A call whose deadline has passed sends nothing
+    further (a retry, or a request whose connection was still being made at the deadline)."""
+    call = getattr(_current, "call", None)
+    if call is not None:
+        if call.expired:
+            raise ConnectionAbortedError("the call's deadline has passed")
+        call.connection = connection
+
+
 class _Recording:
     """Mixin for urllib3 connections: remember which connection the current call writes to."""
 
     def request(self, *args, **kwargs):
-        call = getattr(_current, "call", None)
-        if call is not None:
-            if call.expired:  # a retry (botocore's own, for STS) or a connect after the deadline: not sent
-                raise ConnectionAbortedError("the call's deadline has passed")
-            call.connection = self
+        record(self)  # botocore's own retries (STS) too
         return super().request(*args, **kwargs)
 
 
@@ -99,6 +107,10 @@ class CallWatchdog:
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._closed = False
+        # When the watchdog wakes next: a call due earlier must wake it. All calls get the same deadline
+        # and an idle watchdog sleeps one deadline long, so a new call never is: no thread wake-up per
+        # call (~3 % of the tailer's CPU under PutRecords calls, docs/performance.md).
+        self._wakes_at = 0.0
 
     @contextlib.contextmanager
     def call(self) -> Iterator[None]:
@@ -107,7 +119,8 @@ class CallWatchdog:
         with self._lock:
             self._calls.add(call)
             self._start()
-            self._wake.notify()
+            if call.deadline < self._wakes_at:
+                self._wake.notify()
         _current.call = call
         try:
             yield
@@ -152,7 +165,9 @@ class CallWatchdog:
                         self._lock.acquire()
                     continue
                 waits = [c.deadline - now for c in self._calls if not c.expired]
-                self._wake.wait(min(waits) if waits else None)
+                timeout = min(waits) if waits else self.deadline_seconds
+                self._wakes_at = now + timeout
+                self._wake.wait(timeout)
 
     @staticmethod
     def _expire(call: _Call) -> None:

@@ -24,6 +24,7 @@ leaving one route silently unshipped.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -37,6 +38,7 @@ __all__ = ["Fleet", "Loop"]
 log = logging.getLogger(__name__)
 # Past the drain timeout: the deliveries' stop (2 s), the final checkpoint, closing the spool.
 EXIT_MARGIN_SECONDS = 5.0
+_YOUNG_COLLECTION_ALLOCATIONS = 10_000
 
 
 @dataclass
@@ -58,6 +60,13 @@ class Fleet:
 
     def run(self, stop: threading.Event) -> int:
         failed = threading.Event()
+        # What start-up made (modules, boto3's service models: ~100,000 objects) lives as long as the
+        # process: frozen out of the collector's sight, no full collection re-walks it. The young
+        # generation is collected every 10,000 allocations, not 700: a 500-record batch alone makes
+        # more, so the default ran ~1.4 collections per 1,000 lines for next to no garbage (~0.2 µs a
+        # line, docs/performance.md).
+        gc.freeze()
+        gc.set_threshold(_YOUNG_COLLECTION_ALLOCATIONS, *gc.get_threshold()[1:])
         for loop in self.loops:
             loop.thread = threading.Thread(target=self._run_loop, args=(loop, stop, failed),
                                            name=f"route-{loop.route}", daemon=True)

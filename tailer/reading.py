@@ -74,8 +74,9 @@ class SegmentReader:
                 return self._dead_letter_range(progress, progress.read, size, "torn write: no newline at the end")
             return False
         data, end = chunk.data, chunk.end
-        if data.count(b"\n") > self._lines_max:
-            cut = _nth_line_end(data, self._lines_max)
+        newlines = data.count(b"\n")
+        if newlines > self._lines_max:
+            cut = _nth_line_end(data, self._lines_max, newlines)
             data, end = data[:cut], chunk.start + cut
         lines = split_lines(data)
         span = progress.new_span(chunk.start, end, len(lines), tracker.identity.tail_digest(progress, end, data))
@@ -122,17 +123,30 @@ class SegmentReader:
         return True
 
 
-def _nth_line_end(data: bytes, n: int) -> int:
-    """The offset just past the ``n``-th newline of ``data`` (which holds more than ``n``)."""
-    low, high = 0, len(data)  # invariant: data[:low] holds < n newlines, data[:high] holds >= n
-    guess = min(len(data), max(1, len(data) * n // max(1, data.count(b"\n"))))
-    while high - low > 4096:
-        if data.count(b"\n", 0, guess) >= n:
-            high = guess
-        else:
-            low = guess
-        guess = (low + high) // 2
-    position = low - 1
-    for _ in range(n - data.count(b"\n", 0, low)):
-        position = data.index(b"\n", position + 1)
+def _nth_line_end(data: bytes, n: int, newlines: int | None = None) -> int:
+    """The offset just past the ``n``-th newline of ``data`` (which holds more than ``n``).
+
+    One count up to a guess in proportion to the lines' mean length, then a walk of ``find`` / ``rfind``
+    calls (each a C memchr) to the exact newline: lines of one size land within a few lines of the guess.
+    A binary search of counts from the start scanned each 2 MiB chunk about seven times over — 14 ms a
+    chunk, 1.4 µs a line of 200 bytes (docs/performance.md); whatever the lengths, the walk is at most
+    ``n`` calls. ``newlines``: how many ``data`` holds, if the caller counted them already.
+    tests/unit/test_nth_line_end.py checks it exactly, under hypothesis.
+    """
+    if newlines is None:
+        newlines = data.count(b"\n")
+    guess = min(len(data), len(data) * n // max(1, newlines))
+    # data[:guess] holds ``seen`` newlines, counted from the nearer end (a chunk just over the cap: its tail)
+    if guess > len(data) // 2:
+        seen = newlines - data.count(b"\n", guess)
+    else:
+        seen = data.count(b"\n", 0, guess)
+    if seen >= n:  # step back from the last newline before ``guess`` (the seen-th) to the n-th
+        position = data.rfind(b"\n", 0, guess)
+        for _ in range(seen - n):
+            position = data.rfind(b"\n", 0, position)
+    else:
+        position = guess - 1
+        for _ in range(n - seen):
+            position = data.index(b"\n", position + 1)
     return position + 1
