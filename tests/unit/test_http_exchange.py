@@ -125,6 +125,13 @@ CASES = [
     ("a kept-alive socket the server closed between calls", send(answer(), keep=False), 3, STORED, None),
     ("the server read the request on a reused socket, then closed", nth(send(answer()), send(b"", keep=False)), 2,
      "Unavailable", None),
+    # Hostile review of the exchange: the second answer stayed in the socket's reader and was believed as the
+    # next call's, for records nobody stored.
+    ("two answers in one write: the second is not the next call's", nth(send(answer() + answer()),
+                                                                       sleep_then(2.0, answer())), 2,
+     "Unavailable", None),
+    ("a body longer than its Content-Length, then nothing", nth(send(answer() + b"HTTP/1.1 200 OK\r\n"),
+                                                               sleep_then(2.0, answer())), 2, "Unavailable", None),
 ]
 
 
