@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -52,27 +53,22 @@ RELEASE_FOR_SECONDS = 60.0
 
 
 def _load_libc_write() -> Callable[[int, bytes, int], int] | None:
+    """libc's ``write`` called with the GIL held: the count, or -1 with ``ctypes.get_errno()`` set."""
     try:
         import ctypes
 
-        libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: calls keep the GIL
-        write = libc.write
+        write = ctypes.PyDLL(None, use_errno=True).write  # PyDLL: calls keep the GIL
     except (ImportError, OSError, AttributeError):
         return None
     write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
     write.restype = ctypes.c_ssize_t
-    get_errno = ctypes.get_errno
+    return write
 
-    def libc_write(fd: int, data: bytes, n: int) -> int:
-        while True:
-            written = write(fd, data, n)
-            if written >= 0:
-                return written
-            code = get_errno()
-            if code != errno.EINTR:
-                raise OSError(code, os.strerror(code))
 
-    return libc_write
+def _get_errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()  # ctypes' copy, saved right after the call (use_errno): nothing since changed it
 
 
 libc_write = _load_libc_write()
@@ -90,27 +86,41 @@ class AppendWrite:
                  gil_keeping_write: Callable[[int, bytes, int], int] | None = None) -> None:
         self._libc_write = (gil_keeping_write or libc_write) if keep_gil else None
         self._clock = clock
-        self._release_until = 0.0
+        # Until when writes go to os.write (0: not now); never back without a GIL-keeping write.
+        self._release_until = 0.0 if self._libc_write is not None else math.inf
         self.slow_writes = 0  # writes that kept the GIL and took longer than SLOW_WRITE_SECONDS
 
     @property
     def keeps_gil(self) -> bool:
         """Whether the next small write would keep the GIL."""
-        return self._libc_write is not None and (not self._release_until or self._clock() >= self._release_until)
+        return self._libc_write is not None and self._clock() >= self._release_until
 
     def __call__(self, fd: int, data: bytes) -> int:
-        fast = self._libc_write
-        if (self._release_until or type(data) is not bytes or len(data) > KEEP_GIL_MAX_BYTES or fast is None
+        # The hot path of every append: a few checks, the call, two clock readings.
+        if (self._release_until or type(data) is not bytes or len(data) > KEEP_GIL_MAX_BYTES
                 or os.write is not _OS_WRITE):
             return self._released(fd, data)
         clock = self._clock
         started = clock()
         try:
-            return fast(fd, data, len(data))
+            written = self._libc_write(fd, data, len(data))
         finally:  # a slow failure counts too: a disk that takes seconds to say EIO
             took = clock() - started
             if took > SLOW_WRITE_SECONDS:
                 self._slowed(took)
+        if written < 0:
+            return self._failed(fd, data)
+        return written
+
+    def _failed(self, fd: int, data: bytes) -> int:
+        """-1 from libc: raise its errno as os.write would, or make the write again after EINTR (PEP 475)."""
+        while True:
+            code = _get_errno()
+            if code != errno.EINTR:
+                raise OSError(code, os.strerror(code))
+            written = self._libc_write(fd, data, len(data))  # a signal handler has run meanwhile (if it raised:
+            if written >= 0:  # that exception, as with os.write)
+                return written
 
     def _released(self, fd: int, data: bytes) -> int:
         if self._release_until and self._clock() >= self._release_until:
