@@ -14,32 +14,38 @@ process runs for the length of the call. That is right while the call is short,
 and wrong when the disk is slow (dirty-page throttling, a stalled network disk):
 then the serving loop, the probes and the metrics would stop with it. So a call that
 keeps the GIL is timed; one that took longer than ``SLOW_WRITE_SECONDS`` sends every
-write of the next ``RELEASE_FOR_SECONDS`` back to ``os.write``. At worst one slow
-write per period stops the worker for its own duration — which the writer's lock
-already made every other append wait for. A write that never returns stops the
-worker altogether (the liveness probe then fails, and the kubelet restarts it; with
-the GIL released the appends would hang all the same, but the probes would answer).
+write of the process — every writer's, one state for all of them (``SLOW_DISK``) —
+of the next ``RELEASE_FOR_SECONDS`` back to ``os.write``. At worst one slow write per
+period stops the worker for its own duration — which the writer's lock already made
+every other append wait for. A write that never returns stops the worker altogether
+(the liveness probe then fails, and the kubelet restarts it; with the GIL released
+the appends would hang all the same, but the probes would answer). The time measured
+includes any wait for the GIL between the clock readings (a thread may lose it at a
+bytecode boundary, for the switch interval of each thread wanting it): 50 ms is
+ten switch intervals, and a worker that busy gives nothing up by releasing it.
 
 The same contract as ``os.write`` otherwise: the count written (a short write is the
 caller's to finish), ``OSError`` with the errno of a failure (``OSError(errno, …)``
-picks the subclass as ``os.write`` does), ``EINTR`` retried. Only ``bytes`` up to
-``KEEP_GIL_MAX_BYTES`` keep the GIL: a larger copy is worth releasing it for.
-``os.write`` is called instead whenever something has replaced it (a tracer, or the
-fault layers of the unit tests, which replace ``os.write`` to fail or shorten
-appends: they keep testing the writer's answer to them), and without ``ctypes`` or
-a libc ``write`` (never seen on Linux).
+picks the subclass as ``os.write`` does; the errno is read before anything else
+runs), and after ``EINTR`` the write is made again by ``os.write`` itself — its
+PEP 475 loop, with the GIL released: a disk that answers ``EINTR`` slowly, again and
+again, never holds it. Only ``bytes`` up to ``KEEP_GIL_MAX_BYTES`` keep the GIL: a
+larger copy is worth releasing it for. ``os.write`` is called instead whenever
+something has replaced it (a tracer, or the fault layers of the unit tests, which
+replace ``os.write`` to fail or shorten appends: they keep testing the writer's
+answer to them), and without ``ctypes`` or a libc ``write`` (never seen on Linux).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
 
-__all__ = ["KEEP_GIL_MAX_BYTES", "RELEASE_FOR_SECONDS", "SLOW_WRITE_SECONDS", "AppendWrite", "libc_write"]
+__all__ = ["KEEP_GIL_MAX_BYTES", "RELEASE_FOR_SECONDS", "SLOW_DISK", "SLOW_WRITE_SECONDS", "AppendWrite",
+           "SlowDisk", "libc_write"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +53,9 @@ _OS_WRITE = os.write
 
 # 64 KiB: a 100-event batch is ~17 KB; copying 64 KiB into the page cache takes ~10 µs.
 KEEP_GIL_MAX_BYTES = 64 * 1024
-# A write to the page cache takes microseconds; 20 ms is a disk that throttles or stalls.
-SLOW_WRITE_SECONDS = 0.02
+# A write to the page cache takes microseconds; 50 ms is a disk that throttles or stalls (or a worker
+# so busy that threads wait ten switch intervals for the GIL).
+SLOW_WRITE_SECONDS = 0.05
 RELEASE_FOR_SECONDS = 60.0
 
 
@@ -68,68 +75,83 @@ def _load_libc_write() -> Callable[[int, bytes, int], int] | None:
 def _get_errno() -> int:
     import ctypes
 
-    return ctypes.get_errno()  # ctypes' copy, saved right after the call (use_errno): nothing since changed it
+    return ctypes.get_errno()  # ctypes' copy for this thread, saved right after the call (use_errno)
 
 
 libc_write = _load_libc_write()
 
 
+class SlowDisk:
+    """Until when the appends of every writer sharing this go to ``os.write`` (0: not now)."""
+
+    __slots__ = ("release_until", "slow_writes")
+
+    def __init__(self) -> None:
+        self.release_until = 0.0
+        self.slow_writes = 0  # writes that kept the GIL and took longer than SLOW_WRITE_SECONDS
+
+
+SLOW_DISK = SlowDisk()  # the process's: one slow write releases the GIL for every writer of it
+
+
 class AppendWrite:
-    """``write(fd, data)`` for one writer: the GIL kept while its writes are quick.
+    """``write(fd, data)`` for one writer: the GIL kept while the process's writes are quick.
 
     Not thread-safe on its own: the writer calls it under its lock.
     """
 
-    __slots__ = ("_clock", "_libc_write", "_release_until", "slow_writes")
+    __slots__ = ("_clock", "_libc_write", "_slow")
 
     def __init__(self, *, keep_gil: bool = True, clock: Callable[[], float] = time.monotonic,
-                 gil_keeping_write: Callable[[int, bytes, int], int] | None = None) -> None:
+                 gil_keeping_write: Callable[[int, bytes, int], int] | None = None,
+                 slow_disk: SlowDisk | None = None) -> None:
         self._libc_write = (gil_keeping_write or libc_write) if keep_gil else None
         self._clock = clock
-        # Until when writes go to os.write (0: not now); never back without a GIL-keeping write.
-        self._release_until = 0.0 if self._libc_write is not None else math.inf
-        self.slow_writes = 0  # writes that kept the GIL and took longer than SLOW_WRITE_SECONDS
+        self._slow = slow_disk or SLOW_DISK
+
+    @property
+    def slow_writes(self) -> int:
+        return self._slow.slow_writes
 
     @property
     def keeps_gil(self) -> bool:
         """Whether the next small write would keep the GIL."""
-        return self._libc_write is not None and self._clock() >= self._release_until
+        return self._libc_write is not None and self._clock() >= self._slow.release_until
 
     def __call__(self, fd: int, data: bytes) -> int:
         # The hot path of every append: a few checks, the call, two clock readings.
-        if (self._release_until or type(data) is not bytes or len(data) > KEEP_GIL_MAX_BYTES
+        fast = self._libc_write
+        if (self._slow.release_until or fast is None or type(data) is not bytes or len(data) > KEEP_GIL_MAX_BYTES
                 or os.write is not _OS_WRITE):
             return self._released(fd, data)
         clock = self._clock
         started = clock()
+        code = 0
         try:
-            written = self._libc_write(fd, data, len(data))
+            written = fast(fd, data, len(data))
+            if written < 0:
+                code = _get_errno()  # before anything else can run
         finally:  # a slow failure counts too: a disk that takes seconds to say EIO
             took = clock() - started
             if took > SLOW_WRITE_SECONDS:
                 self._slowed(took)
         if written < 0:
-            return self._failed(fd, data)
+            if code == errno.EINTR:
+                return os.write(fd, data)  # made again with the GIL released, signal handlers run first (PEP 475)
+            raise OSError(code, os.strerror(code))
         return written
 
-    def _failed(self, fd: int, data: bytes) -> int:
-        """-1 from libc: raise its errno as os.write would, or make the write again after EINTR (PEP 475)."""
-        while True:
-            code = _get_errno()
-            if code != errno.EINTR:
-                raise OSError(code, os.strerror(code))
-            written = self._libc_write(fd, data, len(data))  # a signal handler has run meanwhile (if it raised:
-            if written >= 0:  # that exception, as with os.write)
-                return written
-
     def _released(self, fd: int, data: bytes) -> int:
-        if self._release_until and self._clock() >= self._release_until:
-            self._release_until = 0.0
+        slow = self._slow
+        if slow.release_until and self._libc_write is not None and self._clock() >= slow.release_until:
+            slow.release_until = 0.0
             return self(fd, data)
         return os.write(fd, data)
 
     def _slowed(self, took: float) -> None:
-        self.slow_writes += 1
-        self._release_until = self._clock() + RELEASE_FOR_SECONDS
-        log.warning("slow spool write: the next writes release the GIL (the disk may throttle or stall)",
-                    extra={"write_seconds": round(took, 3), "release_seconds": RELEASE_FOR_SECONDS})
+        slow = self._slow
+        slow.slow_writes += 1
+        slow.release_until = self._clock() + RELEASE_FOR_SECONDS
+        log.warning("slow spool write (a slow disk, or a worker waiting that long for the GIL): appends release "
+                    "the GIL for a while", extra={"write_seconds": round(took, 3), "over_seconds": SLOW_WRITE_SECONDS,
+                                                  "release_seconds": RELEASE_FOR_SECONDS})

@@ -23,8 +23,10 @@ from spooler import append_write
 from spooler.append_write import (
     KEEP_GIL_MAX_BYTES,
     RELEASE_FOR_SECONDS,
+    SLOW_DISK,
     SLOW_WRITE_SECONDS,
     AppendWrite,
+    SlowDisk,
 )
 
 pytestmark = pytest.mark.skipif(append_write.libc_write is None, reason="no libc write through ctypes here")
@@ -190,11 +192,11 @@ class _SlowLibc:
         return os.write(fd, data)
 
 
-def _fake(tmp_path):
+def _fake(tmp_path, slow_disk: SlowDisk | None = None, name: str = "seg"):
     clock = _Clock()
     libc = _SlowLibc(clock)
-    fd = os.open(tmp_path / "seg", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    return clock, libc, fd, AppendWrite(clock=clock, gil_keeping_write=libc)
+    fd = os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return clock, libc, fd, AppendWrite(clock=clock, gil_keeping_write=libc, slow_disk=slow_disk or SlowDisk())
 
 
 def test_a_slow_write_sends_the_next_writes_to_os_write_for_a_while(tmp_path):
@@ -213,6 +215,20 @@ def test_a_slow_write_sends_the_next_writes_to_os_write_for_a_while(tmp_path):
     write(fd, b"d\n")
     assert libc.calls == 3, "after it: the GIL kept again"
     assert (tmp_path / "seg").read_bytes() == b"a\nb\nc\nd\n"
+
+
+def test_one_slow_write_releases_the_gil_for_every_writer_of_the_process(tmp_path):
+    """Several writers (routes) on one slow disk: one freeze per period for all of them, not one each."""
+    shared = SlowDisk()
+    clock, libc, fd, first = _fake(tmp_path, shared, "a")
+    other_libc = _SlowLibc(clock)
+    second = AppendWrite(clock=clock, gil_keeping_write=other_libc, slow_disk=shared)
+    other_fd = os.open(tmp_path / "b", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    libc.took = 1.0
+    first(fd, b"a\n")
+    assert not second.keeps_gil
+    second(other_fd, b"b\n")
+    assert other_libc.calls == 0 and shared.slow_writes == 1
 
 
 def test_a_write_just_under_the_threshold_is_not_slow(tmp_path):
@@ -257,7 +273,7 @@ def test_the_spool_writer_appends_keeping_the_gil(tmp_path):
 
     writer = SpoolWriter(WriterConfig(spool_dir=tmp_path, writer_id="w", min_free_bytes=0))
     try:
-        assert writer._write.keeps_gil and writer._write._libc_write is append_write.libc_write
+        assert writer._write._libc_write is append_write.libc_write and writer._write._slow is SLOW_DISK
         writer.append(b'{"a":1}\n')
     finally:
         writer.close()
