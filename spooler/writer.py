@@ -1,8 +1,9 @@
 """SpoolWriter: the append side of the spool, shared by a receiver worker's threads.
 
 Invariants:
-- Each append is one ``os.write`` on an ``O_APPEND`` descriptor, so a batch of
-  events lands whole. A short write is finished with a second write; if that
+- Each append is one ``write(2)`` on an ``O_APPEND`` descriptor, so a batch of
+  events lands whole (made with the GIL held while the disk is quick:
+  :mod:`spooler.append_write`). A short write is finished with a second write; if that
   fails too, the torn segment is sealed (never shrunk: a tailer may have read it)
   and the next append opens a new one.
 - A sealed segment never grows: appends and seals take the same lock.
@@ -30,12 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .append_write import AppendWrite
 from .capacity import CapacityGuard
 from .config import (
     CAPACITY_RECHECK_SECONDS,
@@ -92,6 +93,7 @@ class SpoolWriter:
         self._lock = threading.Lock()
         # The append fast path reads only these plain attributes (see append()).
         self._fd = -1  # the active segment's descriptor, -1 when none is open
+        self._write = AppendWrite()  # write(2) keeping the GIL while the disk is quick (append_write.py)
         # Bytes the fast path may append before anything needs a decision: the least of the
         # capacity room and the active segment's remaining size; 0 forces the slow path.
         self._budget = 0
@@ -136,7 +138,7 @@ class SpoolWriter:
             else:
                 fd = self._fd
             try:
-                written = os.write(fd, data)
+                written = self._write(fd, data)
             except OSError as exc:
                 self._refuse_write(exc)
             if written != n:
@@ -160,7 +162,7 @@ class SpoolWriter:
         """The write of append (there inlined: the hot path); returns the group-commit sequence."""
         n = len(data)
         try:
-            written = os.write(fd, data)
+            written = self._write(fd, data)
         except OSError as exc:
             self._refuse_write(exc)
         if written != n:
