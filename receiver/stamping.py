@@ -19,6 +19,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,14 +59,18 @@ class IdGenerator:
         self._last_ms = -1
         self._counter = 0
         self._random = random.Random()  # seeded from os.urandom
-        self._pid = os.getpid()
+        _GENERATORS.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's generator state (the same ids) and lock (maybe held) are not its own."""
+        self._lock = threading.Lock()
+        self._random = random.Random()
+        self._last_ms = -1  # its next id starts at fresh random bits, even within the parent's millisecond
 
     def new_ids(self, count: int, now_ms: int) -> list[str]:
         # Each new millisecond starts at fresh random bits: from a generator seeded by os.urandom, not
         # os.urandom itself — a syscall per request that let the other threads run (and queue up). A
-        # forked child would share the parent's generator state (and draw the same ids): it reseeds.
-        if os.getpid() != self._pid:
-            self._random, self._pid = random.Random(), os.getpid()
+        # forked child reseeds in os.register_at_fork's hook, not by a getpid() (a syscall) per request.
         fresh = self._random.getrandbits(_RANDOM_BITS - 1)  # room to count up
         with self._lock:
             if now_ms > self._last_ms:
@@ -76,6 +81,17 @@ class IdGenerator:
         if count == 1:
             return [encode_id((ms << _RANDOM_BITS) | (first & _RANDOM_MASK))]
         return encode_run(ms, first, count)
+
+
+_GENERATORS: weakref.WeakSet[IdGenerator] = weakref.WeakSet()
+
+
+def _reseed_after_fork() -> None:
+    for generator in list(_GENERATORS):
+        generator._after_fork()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 # The last two digits of an id: its value's low 8 bits (and the 2 padding bits), for each of the 256.

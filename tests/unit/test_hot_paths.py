@@ -77,15 +77,16 @@ def _child_ids(ids: IdGenerator, now_ms: int, out) -> None:
     out.put(ids.new_ids(3, now_ms))
 
 
-def test_a_forked_worker_never_draws_its_parents_ids():
+@pytest.mark.parametrize("child_ms", [2, 1], ids=["a later millisecond", "the parent's millisecond"])
+def test_a_forked_worker_never_draws_its_parents_ids(child_ms):
     ids = IdGenerator()
     ids.new_ids(1, 1)  # the generator is in use before the fork, as in a pre-forking server
     queue = multiprocessing.get_context("fork").Queue()
-    child = multiprocessing.get_context("fork").Process(target=_child_ids, args=(ids, 2, queue))
+    child = multiprocessing.get_context("fork").Process(target=_child_ids, args=(ids, child_ms, queue))
     child.start()
     theirs = queue.get(timeout=30)
     child.join(30)
-    assert not set(theirs) & set(ids.new_ids(3, 2))
+    assert not set(theirs) & set(ids.new_ids(3, child_ms))
 
 
 def test_a_batch_keeps_client_ids_and_stamps_every_event_once():
@@ -115,6 +116,24 @@ def test_a_counted_body_skips_the_nesting_check_only_when_no_event_can_be_too_de
                 read_events(body, None, "application/json", limits, hold)
         else:
             assert read_events(body, None, "application/json", limits, hold)[0] == events
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=2), json_values, max_size=4), min_size=1, max_size=5),
+       st.integers(1, 8), st.sampled_from(["", "[[{", "}]"]), st.booleans())
+def test_a_small_body_skips_the_nesting_check_only_when_no_event_can_be_too_deep(events, max_depth, noise, ndjson):
+    """Bodies too short for the parse cost to count (a beacon): their brackets are counted before the parse."""
+    events = [{**event, "pad": noise} for event in events]
+    body = b"\n".join(map(orjson.dumps, events)) if ndjson else orjson.dumps(events)
+    limits = BodyLimits(max_inflated_bytes=10**7, max_event_bytes=10**7, max_events=100, max_depth=max_depth)
+    too_deep = any(_depth_exceeds(e, max_depth) for e in events)
+    kind = "application/x-ndjson" if ndjson else "application/json"
+    with MemoryBudget(10**9).hold() as hold:
+        if too_deep:
+            with pytest.raises(BadRequest, match="nesting"):
+                read_events(body, None, kind, limits, hold)
+        else:
+            assert read_events(body, None, kind, limits, hold)[0] == events
 
 
 class CountingIds(IdGenerator):
