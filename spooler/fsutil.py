@@ -70,12 +70,10 @@ def where_is(path: Path, directory: Path) -> str | None:
     directories themselves (device and inode), so that a symlink, a ``..`` or a bind mount (one volume
     mounted twice, as a pod may) does not hide it; by the resolved paths where nothing exists yet.
     ``path`` need not exist: its nearest existing ancestor decides."""
-    same_path = Path(path).resolve() == Path(directory).resolve()
-    inside_path = Path(directory).resolve() in Path(path).resolve().parents
     try:
         target = os.stat(directory)
     except OSError:
-        return "same" if same_path else "inside" if inside_path else None
+        return _where_by_paths(path, directory)
     key = (target.st_dev, target.st_ino)
     candidate = Path(os.path.abspath(path))
     for level, ancestor in enumerate([candidate, *candidate.parents]):
@@ -85,4 +83,12 @@ def where_is(path: Path, directory: Path) -> str | None:
             continue
         if (st.st_dev, st.st_ino) == key:
             return "same" if level == 0 else "inside"
-    return "same" if same_path else "inside" if inside_path else None
+    return _where_by_paths(path, directory)
+
+
+def _where_by_paths(path: Path, directory: Path) -> str | None:
+    """:func:`where_is` by the resolved paths alone (what does not exist has no inode to compare)."""
+    resolved, folder = Path(path).resolve(), Path(directory).resolve()
+    if resolved == folder:
+        return "same"
+    return "inside" if folder in resolved.parents else None
