@@ -186,7 +186,7 @@ class KinesisSink:
             return None  # (isprintable: no control character, so no NUL inside a key either)
         keys_json = ('","PartitionKey":"' + _KEY_THEN_NEXT.join(keys) + '"}]}').encode().split(b"\x00")
         head = b'{"StreamName":%s,"Records":[{"Data":"' % self._stream_json
-        return b"".join(chain((head,), chain.from_iterable(zip(map(_b64, map(_data_of, records)), keys_json))))
+        return b"".join(chain((head,), chain.from_iterable(zip(map(_b64, map(_data_of, records)), keys_json, strict=True))))
 
     # -- control plane (ordinary boto3 calls) ----------------------------------------------
 
