@@ -119,7 +119,7 @@ class Delivery:
                 self._sleep(work.wait_seconds())
                 continue
             try:
-                result = self._put([batch.records[i] for i in group.indexes])
+                result = self._put(list(map(batch.records.__getitem__, group.indexes)))
             except RecordsRejected as exc:
                 self._metrics.failed_calls.labels("rejected").inc()
                 named = [group.indexes[k] for k in exc.indexes]

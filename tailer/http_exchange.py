@@ -56,6 +56,10 @@ __all__ = ["USER_AGENT", "Exchange"]
 USER_AGENT = "spoolship-tailer"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _READ_BUFFER = 65536
+# A body up to this size goes out in one sendall with its head (one copy of it): one wait for the socket and
+# one send fewer per call, each a GIL hand-off between the delivery threads. Larger ones (aggregates, megabytes)
+# are sent after the head, not copied.
+JOIN_BODY_MAX_BYTES = 256 * 1024
 
 
 class _Connection:
@@ -158,8 +162,11 @@ class Exchange:
         try:
             deadline.record(connection)  # raises if the call's deadline has passed: nothing is sent
             try:
-                connection.sock.sendall(head)
-                connection.sock.sendall(body)
+                if len(body) <= JOIN_BODY_MAX_BYTES:
+                    connection.sock.sendall(head + body)
+                else:
+                    connection.sock.sendall(head)
+                    connection.sock.sendall(body)
             except TimeoutError as exc:
                 raise ReadTimeoutError(endpoint_url=self.url, error=exc) from exc
             except OSError as exc:

@@ -13,7 +13,9 @@ ordinary boto3 client.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from itertools import repeat as _repeat
+from operator import itemgetter
 
 import boto3
 import orjson
@@ -44,6 +46,11 @@ _RECORD_WITH_HASH = b'{"Data":"%s","PartitionKey":%s,"ExplicitHashKey":"%s"}'
 _FEW_RECORDS = 64
 _MAX_SEQUENCE_DIGITS = 128  # tailer.kinesis_errors.is_sequence_number
 _get = dict.get
+_data_of, _key_of, _hash_key_of = itemgetter(0), itemgetter(1), itemgetter(2)
+# Between two records' base64 when every key is plain ASCII (no quote, backslash or control character):
+# the JSON string of such a key is the key in quotes, so every key goes into one str join (NUL-separated:
+# a NUL is a control character, never in a key of this path) instead of one orjson call per record.
+_KEY_THEN_NEXT = '"},{"Data":"\x00","PartitionKey":"'
 
 
 def _all_stored(entries: list) -> list[str] | None:
@@ -141,21 +148,45 @@ class KinesisSink:
     def _encode(self, records: Sequence[Record]) -> bytes:
         """The PutRecords body botocore's serializer would make (tests/unit/test_put_records_body.py).
 
-        Many small records: one ``%`` per record, then one join. Few records are large ones (KPL
+        Many small records: with plain ASCII keys and no ExplicitHashKey (random keys) the C loops of
+        :meth:`_encode_plain_keys`, else one ``%`` per record, then one join. Few records are large ones (KPL
         aggregates): their base64 goes into the one join directly, so the call's megabytes are
         copied once, not twice, and one copy fewer is alive per call in flight.
         """
         if len(records) > _FEW_RECORDS:
-            parts = [_RECORD % (_b64(data), _dumps(key)) if hash_key is None else
-                     _RECORD_WITH_HASH % (_b64(data), _dumps(key), hash_key.encode())
-                     for data, key, hash_key in records]
-            return b'{"StreamName":%s,"Records":[%s]}' % (self._stream_json, b",".join(parts))
+            body = self._encode_plain_keys(records)
+            return body if body is not None else self._encode_each(records)
         parts = [b'{"StreamName":%s,"Records":[' % self._stream_json]
         for data, key, hash_key in records:
             parts += (b'{"Data":"', _b64(data), b'","PartitionKey":', _dumps(key))
             parts.append(b'},' if hash_key is None else b',"ExplicitHashKey":"%s"},' % hash_key.encode())
         parts[-1] = parts[-1][:-1] + b"]}"
         return b"".join(parts)
+
+    def _encode_each(self, records: Sequence[Record]) -> bytes:
+        """Many records, any keys: one ``%`` per record, then one join."""
+        parts = [_RECORD % (_b64(data), _dumps(key)) if hash_key is None else
+                 _RECORD_WITH_HASH % (_b64(data), _dumps(key), hash_key.encode())
+                 for data, key, hash_key in records]
+        return b'{"StreamName":%s,"Records":[%s]}' % (self._stream_json, b",".join(parts))
+
+    def _encode_plain_keys(self, records: Sequence[Record]) -> bytes | None:
+        """The same body for many records without ExplicitHashKey whose keys need no JSON escaping (random
+        keys, most field keys), in C loops: base64 per record, one join for every key, one for the body;
+        None for any other call (the path above). tests/unit/test_put_records_body.py holds both to
+        botocore's serializer and to each other byte for byte."""
+        if list(map(_hash_key_of, records)).count(None) != len(records):
+            return None
+        keys = list(map(_key_of, records))
+        try:
+            joined = "".join(keys)
+        except TypeError:  # not every key is a str
+            return None
+        if not (joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined):
+            return None  # (isprintable: no control character, so no NUL inside a key either)
+        keys_json = ('","PartitionKey":"' + _KEY_THEN_NEXT.join(keys) + '"}]}').encode().split(b"\x00")
+        head = b'{"StreamName":%s,"Records":[{"Data":"' % self._stream_json
+        return b"".join(chain((head,), chain.from_iterable(zip(map(_b64, map(_data_of, records)), keys_json, strict=True))))
 
     # -- control plane (ordinary boto3 calls) ----------------------------------------------
 

@@ -159,3 +159,25 @@ def _config_with(extra: dict):
     def init(self, *args, **kwargs):
         original(self, *args, **{**kwargs, **extra})
     return init
+
+
+@pytest.mark.parametrize("size", [0, 1, 200_000, 256 * 1024, 256 * 1024 + 1, 1_500_000])
+def test_bodies_joined_to_their_head_and_sent_after_it_arrive_alike(server, size):
+    """Up to JOIN_BODY_MAX_BYTES the head and body go out in one sendall, above it in two: the same bytes."""
+    from tailer import http_exchange
+    assert http_exchange.JOIN_BODY_MAX_BYTES == 256 * 1024  # the sizes above sit on both sides of it
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    headers = Signer(server.url, "kinesis", "us-east-1", "application/x-amz-json-1.1").headers(
+        "a", "b", None, "Kinesis_20131202.PutRecords", body)
+    ours = Exchange(server.url, connect_timeout=5, read_timeout=5)
+    try:
+        before = len(server.requests)
+        for _ in range(2):  # a fresh socket, then the kept one
+            assert ours.send((dict(headers), body)).status == 200
+        sent = [_parse(r) for r in server.requests[before:before + 2]]
+    finally:
+        ours.close()
+    for line, fields, got in sent:
+        assert line == b"POST / HTTP/1.1"
+        assert fields[b"content-length"] == str(size).encode()
+        assert got == body
