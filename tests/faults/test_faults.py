@@ -88,6 +88,7 @@ def test_throttling_partial_failures_500s_and_resets(kinesis, spool_dir, aggrega
     proxy = pipeline.proxy
     proxy.record_failure_rate, proxy.call_error_rate = 0.3, 0.1
     proxy.call_throttle_rate, proxy.call_reset_rate = 0.1, 0.05
+    proxy.first_faults = ["error", "reset", "throttle"]  # each at least once, whatever the draws
     load = Load(lambda: pipeline.url).start()
     time.sleep(5)
     load.stop()

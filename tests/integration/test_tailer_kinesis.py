@@ -91,6 +91,7 @@ def test_partial_failures_throttles_500s_and_resets_lose_nothing(moto, spool_dir
     proxy.call_error_rate = 0.1
     proxy.call_throttle_rate = 0.1
     proxy.call_reset_rate = 0.05
+    proxy.first_faults = ["error", "reset", "throttle"]  # each at least once, whatever the draws
     written = write_segments(spool_dir, "a", 2000)
     tailer = start_tailer(spool_dir, stream, proxy.endpoint, "--concurrency", "3")
     try:

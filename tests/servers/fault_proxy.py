@@ -9,6 +9,9 @@ service's words. Faults:
 - ``call_error_rate``: share of calls answered 500 InternalFailure (not forwarded);
 - ``call_throttle_rate``: share of calls answered 400 ProvisionedThroughputExceeded;
 - ``call_reset_rate``: share of calls whose connection is reset (not forwarded);
+- ``first_faults``: call faults (``"reset"``, ``"error"``, ``"throttle"``) the first calls get, one each
+  in order, before the rates take over — so that a test asserting a fault happened does not hang on a
+  random draw (with a few dozen calls, a 10 % rate misses every one of them now and then);
 - ``down``: every connection is reset at once (the endpoint "went away");
 - ``answers``: a list of ``(status, body)`` (or ``(status, body, headers)``): while set, every
   PutRecords call gets the next one in turn and is not forwarded — any status, any body: a proxy's
@@ -58,6 +61,7 @@ class FaultProxy:
         self.call_throttle_rate = 0.0
         self.call_reset_rate = 0.0
         self.down = False
+        self.first_faults: list[str] = []
         self.answers: list[tuple] | None = None
         self.trickle_targets: tuple[str, ...] = ()
         self.trickle_seconds = 1.0
@@ -111,13 +115,14 @@ class FaultProxy:
             answer = self._take_answer()
             if answer is not None:
                 return self._answer(handler, *answer)
-            if self._roll(self.call_reset_rate):
+            fault = self._next_fault()
+            if fault == "reset":
                 self._count("resets")
                 return self._reset(handler)
-            if self._roll(self.call_error_rate):
+            if fault == "error":
                 self._count("errors")
                 return self._reply(handler, 500, {"__type": "InternalFailure", "message": "injected"})
-            if self._roll(self.call_throttle_rate):
+            if fault == "throttle":
                 self._count("throttles")
                 if firehose:
                     return self._reply(handler, 500, {"__type": "ServiceUnavailableException", "message": "Slow down."})
@@ -144,6 +149,17 @@ class FaultProxy:
         except OSError:
             pass
         handler.close_connection = True
+
+    def _next_fault(self) -> str | None:
+        """The next of ``first_faults``, else one drawn by the rates (reset, error, throttle, in that order)."""
+        with self._lock:
+            if self.first_faults:
+                return self.first_faults.pop(0)
+        for fault, rate in (("reset", self.call_reset_rate), ("error", self.call_error_rate),
+                            ("throttle", self.call_throttle_rate)):
+            if self._roll(rate):
+                return fault
+        return None
 
     def _take_answer(self) -> tuple | None:
         with self._lock:
