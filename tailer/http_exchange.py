@@ -23,7 +23,10 @@ before reuse (readable means the server closed it or sent something unasked: it
 is dropped, as urllib3 does) — bytes a server sent after its answer must never
 be read as the next call's answer. If sending on a reused
 socket fails, nothing of the request can have been processed (the body was not all
-written), so the call is sent once more on a fresh connection. Once the request
+written), so the call is sent once more on a fresh connection. (A body of up to
+``JOIN_BODY_MAX_BYTES`` goes out in one send with its head, so a server that reads
+part of it and resets or answers early is mostly seen after the send — as an unknown
+outcome, or its own answer — rather than as a failed send.) Once the request
 is written, any failure is an unknown outcome: it is raised, and the tailer sends
 the call again with backoff — a duplicate at worst, never a loss. The call's
 socket is registered with the per-call deadline (tailer/deadline.py), which shuts
