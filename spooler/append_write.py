@@ -102,10 +102,10 @@ class AppendWrite:
 
     __slots__ = ("_clock", "_libc_write", "_slow")
 
-    def __init__(self, *, keep_gil: bool = True, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
                  gil_keeping_write: Callable[[int, bytes, int], int] | None = None,
                  slow_disk: SlowDisk | None = None) -> None:
-        self._libc_write = (gil_keeping_write or libc_write) if keep_gil else None
+        self._libc_write = gil_keeping_write or libc_write  # None without ctypes: every write is os.write
         self._clock = clock
         self._slow = slow_disk or SLOW_DISK
 
