@@ -115,8 +115,11 @@ class CallWatchdog:
     @contextlib.contextmanager
     def call(self) -> Iterator[None]:
         """Around one call on this thread; raises Unavailable if the watchdog ended it."""
-        call = _Call(time.monotonic() + self.deadline_seconds)
         with self._lock:
+            # The deadline is taken under the lock: the watchdog sets ``_wakes_at`` from its own clock reading
+            # under it, so a call never finds itself due before the watchdog's wake-up only because it read
+            # the clock first (that raced at every start and idle wake-up: a needless wake-up each time).
+            call = _Call(time.monotonic() + self.deadline_seconds)
             self._calls.add(call)
             self._start()
             if call.deadline < self._wakes_at:

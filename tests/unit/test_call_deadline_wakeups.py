@@ -9,6 +9,7 @@ wake-up per PutRecords call cost ~3 % of the tailer's CPU.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -65,3 +66,33 @@ def test_calls_do_not_wake_the_watchdog_and_a_call_after_an_idle_spell_still_end
         assert 0.4 < _blocked_call(watchdog) < 5  # right after one expired
     finally:
         watchdog.close()
+
+
+def test_a_call_made_while_the_watchdog_wakes_by_itself_does_not_wake_it_again():
+    """The interleaving that made the test above flaky on a busy machine: a call takes its deadline, the
+    watchdog wakes from its idle sleep and takes the lock first, so it sleeps towards one deadline from
+    *its* now — later than the call's. The call must take its deadline under the lock, or it always finds
+    itself due earlier and wakes the watchdog (held here: the test keeps the lock while both line up)."""
+    watchdog = CallWatchdog(0.2)
+    counting = _Counting(watchdog._wake)
+    watchdog._wake = counting
+    try:
+        with watchdog.call():
+            pass  # the watchdog starts and sleeps one deadline
+        for _ in range(3):
+            with watchdog._lock:
+                time.sleep(0.3)  # its idle sleep ends: it waits for the lock
+                caller = threading.Thread(target=_one_call, args=(watchdog,))
+                caller.start()
+                time.sleep(0.05)  # the call waits for the lock too
+            caller.join(5)
+            assert not caller.is_alive()
+        assert counting.notified == 0
+        assert 0.1 < _blocked_call(watchdog) < 5  # and a call still ends at its deadline
+    finally:
+        watchdog.close()
+
+
+def _one_call(watchdog: CallWatchdog) -> None:
+    with watchdog.call():
+        pass
