@@ -61,9 +61,13 @@ def record(connection) -> None:
     further (a retry, or a request whose connection was still being made at the deadline)."""
     call = getattr(_current, "call", None)
     if call is not None:
+        # The connection first, then the check; ``_expire`` does the reverse (expired, then the connection).
+        # Whichever runs between the other's two steps, one of them sees the other: the request is not sent,
+        # or its socket is shut down. Checked first, an expiry right after the check shut down nothing and the
+        # call could hang for ever (hostile review of the watchdog).
+        call.connection = connection
         if call.expired:
             raise ConnectionAbortedError("the call's deadline has passed")
-        call.connection = connection
 
 
 class _Recording:
@@ -116,12 +120,12 @@ class CallWatchdog:
     def call(self) -> Iterator[None]:
         """Around one call on this thread; raises Unavailable if the watchdog ended it."""
         with self._lock:
+            self._start()  # before the call is listed: a thread that cannot start leaves no call behind
             # The deadline is taken under the lock: the watchdog sets ``_wakes_at`` from its own clock reading
             # under it, so a call never finds itself due before the watchdog's wake-up only because it read
             # the clock first (that raced at every start and idle wake-up: a needless wake-up each time).
             call = _Call(time.monotonic() + self.deadline_seconds)
             self._calls.add(call)
-            self._start()
             if call.deadline < self._wakes_at:
                 self._wake.notify()
         _current.call = call
@@ -145,14 +149,17 @@ class CallWatchdog:
             self._expire(call)
 
     def close(self) -> None:
+        """Stop watching (the sink is closing): calls still in flight, or made after this, are not ended by a
+        deadline any more — only by their socket timeouts."""
         with self._lock:
             self._closed = True
             self._wake.notify()
 
     def _start(self) -> None:
         if self._thread is None and not self._closed:
-            self._thread = threading.Thread(target=self._watch, name="call-watchdog", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._watch, name="call-watchdog", daemon=True)
+            thread.start()  # may raise (a thread limit): the call fails, is retried, and the next one tries again
+            self._thread = thread
 
     def _watch(self) -> None:
         with self._lock:

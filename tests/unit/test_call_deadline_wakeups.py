@@ -1,4 +1,4 @@
-"""The call watchdog is not woken per call, and still ends every call at its deadline.
+"""The call watchdog is not woken per call, ends every call at its deadline, and misses no socket.
 
 All calls get the same deadline, so a new call is never due before the one the
 watchdog already sleeps towards (or, idle, one deadline from when it went to
@@ -8,6 +8,7 @@ wake-up per PutRecords call cost ~3 % of the tailer's CPU.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -96,3 +97,58 @@ def test_a_call_made_while_the_watchdog_wakes_by_itself_does_not_wake_it_again()
 def _one_call(watchdog: CallWatchdog) -> None:
     with watchdog.call():
         pass
+
+
+class _ExpiresWhenChecked(deadline._Call):
+    """A call the watchdog expires right after ``record`` has looked at ``expired`` (and found it False):
+    the interleaving in which an expiry that found no connection yet would leave the socket open."""
+
+    def __init__(self, watchdog_deadline: float) -> None:
+        super().__init__(watchdog_deadline)
+        self._expired, self._looked = False, False
+
+    @property
+    def expired(self) -> bool:
+        value = self._expired
+        if not self._looked:
+            self._looked = True
+            CallWatchdog._expire(self)  # the watchdog runs now, between record's steps
+        return value
+
+    @expired.setter
+    def expired(self, value: bool) -> None:
+        self._expired = value
+
+
+def test_an_expiry_between_records_steps_still_shuts_the_socket_down():
+    mine, theirs = socket.socketpair()
+    deadline._current.call = _ExpiresWhenChecked(time.monotonic())
+    try:
+        with contextlib.suppress(ConnectionAbortedError):  # refused to send: as good as shut down
+            deadline.record(_Connection(mine))
+            mine.settimeout(2)
+            assert mine.recv(1) == b"", "the socket of an expired call must be shut down"
+    finally:
+        deadline._current.call = None
+        mine.close()
+        theirs.close()
+
+
+def test_a_watchdog_thread_that_cannot_start_fails_one_call_and_the_next_starts_it(monkeypatch):
+    watchdog = CallWatchdog(0.3)
+    real_start, starts = threading.Thread.start, []
+
+    def start_once_failing(thread):
+        starts.append(thread.name)
+        if len(starts) == 1:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_once_failing)
+    try:
+        with pytest.raises(RuntimeError, match="can't start"), watchdog.call():
+            pass
+        assert not watchdog._calls  # nothing left behind
+        assert 0.2 < _blocked_call(watchdog) < 5  # the next call started the watchdog, which ends it
+    finally:
+        watchdog.close()
