@@ -112,14 +112,19 @@ def _wait_for(condition, process: subprocess.Popen, ps: psutil.Process, peak: li
         time.sleep(0.01)
 
 
+def tail_cmd(spool: Path, stream: str, endpoint: str, extra: list[str]) -> list[str]:
+    """The tailer as every measurement here runs it (bench/tailer_profile.py too)."""
+    return [sys.executable, "-m", "spoolship", "tail", "--spool-dir", str(spool), "--stream", stream,
+            "--endpoint-url", endpoint, "--log-level", "warning", *extra]
+
+
 def steady_tailer(spool: Path, stream: str, endpoint: str, extra: list[str], warm_up: Path, steady: Path,
                   env: dict) -> dict:
     """The tailer's CPU for ``steady`` alone: from the warm-up file shipped to ``steady`` shipped."""
     spool.mkdir(parents=True)
     os.link(warm_up, spool / "warmup-00000001.ndjson")
-    cmd = [sys.executable, "-m", "spoolship", "tail", "--spool-dir", str(spool), "--stream", stream,
-           "--endpoint-url", endpoint, "--log-level", "warning", *extra]
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(tail_cmd(spool, stream, endpoint, extra), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
     ps, peak = psutil.Process(process.pid), [0]
     try:
         def shipped() -> bool:
@@ -218,9 +223,7 @@ def run_whole(server: Kinesalite, work: Path, lines: int, env: dict) -> dict:
             spool = work / name
             shutil.copytree(master, spool)
             progress(f"whole process, spoolship tail ({name}): {lines:,} lines ...")
-            cmd = [sys.executable, "-m", "spoolship", "tail", "--spool-dir", str(spool), "--stream", stream,
-                   "--endpoint-url", server.endpoint, "--log-level", "warning", *extra]
-            result = measure(cmd, env, lambda s=spool: not any(s.glob("*.ndjson")))
+            result = measure(tail_cmd(spool, stream, server.endpoint, extra), env, lambda s=spool: not any(s.glob("*.ndjson")))
         if name == "aggregated":
             records, units = payload_units(server, stream)
         else:  # one 200-byte line per record: one PUT payload unit each, by construction

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":  # not bench/ first: bench/tailer.py would shadow the package
     sys.path[0] = str(ROOT)
 
-from bench.tailer import SHARDS, write_file  # noqa: E402
+from bench.tailer import SHARDS, tail_cmd, write_file  # noqa: E402
 from tests.servers.kinesis import Kinesalite  # noqa: E402
 
 __all__ = ["main"]
@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         spool.mkdir()
         os.link(warm_up, spool / "warmup-00000001.ndjson")
         stream = server.create_stream(shards=SHARDS)
-        cmd = [sys.executable, "-m", "spoolship", "tail", "--spool-dir", str(spool), "--stream", stream,
-               "--endpoint-url", server.endpoint, "--log-level", "warning",
-               *(["--aggregate"] if args.aggregate else [])]
+        cmd = tail_cmd(spool, stream, server.endpoint, ["--aggregate"] if args.aggregate else [])
         process = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         ps = psutil.Process(process.pid)
         _wait_shipped(spool, process)
