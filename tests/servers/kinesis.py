@@ -33,7 +33,6 @@ def kinesis_client(endpoint: str):
 
 class KinesisServer:
     name = "kinesis"
-    stops_at_eof = False  # whether the server exits when its stdin (a pipe from this process) closes
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
@@ -48,9 +47,10 @@ class KinesisServer:
         return kinesis_client(self.endpoint)
 
     def _start(self, cmd: list[str], pattern: str, timeout: float = 60) -> None:
-        # stdin a pipe held by this process alone: kinesalite's launcher exits when it closes (this process died)
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE if self.stops_at_eof else None,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # stdin a pipe held by this process alone, closed when it dies: tests/servers/kinesalite_local.js exits
+        # then (moto's server never reads it)
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
         found = threading.Event()
 
         def pump() -> None:
@@ -126,7 +126,6 @@ class MotoServer(KinesisServer):
     """moto, served one request at a time (its threaded server loses concurrent puts)."""
 
     name = "moto"
-    stops_at_eof = False  # spoolship.local_kinesis is the product's own server: stdin is not its business
 
     def start(self) -> MotoServer:
         self._start([sys.executable, "-m", "spoolship.local_kinesis", "--host", "127.0.0.1", "--port", "0"],
@@ -136,7 +135,6 @@ class MotoServer(KinesisServer):
 
 class Kinesalite(KinesisServer):
     name = "kinesalite"
-    stops_at_eof = True  # tests/servers/kinesalite_local.js exits when its stdin closes
 
     @staticmethod
     def available() -> str | None:
