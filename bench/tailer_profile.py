@@ -7,6 +7,8 @@ with 4 shards), measured from outside the process so that nothing in it changes:
 - the tailer's CPU for the file, user and system, and each thread's (``/proc``
   through psutil: the loop, the ``--concurrency`` delivery threads, the rest);
 - its CPU per second with nothing to ship (``--idle-seconds``, before the file);
+- with ``--py-spy FILE``, py-spy's samples of the threads running Python (holding the GIL)
+  as collapsed stacks, summarized per function (self and inclusive);
 - with ``--perf FILE``, ``perf record`` sampling on CPU time (works without hardware
   counters, as on this machine's VMs: libpython, kernel, libcrypto... see
   ``perf report -i FILE --sort dso``); with ``--strace FILE``, ``strace -f -c``'s
@@ -16,13 +18,15 @@ Not a target and not judged: a tool for aiming a cut. Its figures vary ±10 % be
 runs of the same code here, so a change's effect is shown by the per-thread split,
 the symbols or the syscall counts, and judged by bench/tailer.py (docs/performance.md).
 
-usage: bench/tailer_profile.py [--aggregate] [--lines N] [--perf FILE | --strace FILE] [--idle-seconds S]
+usage: bench/tailer_profile.py [--aggregate] [--lines N] [--perf FILE | --py-spy FILE | --strace FILE]
+                               [--idle-seconds S]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,6 +66,15 @@ def _recorder(args, pid: int) -> subprocess.Popen | None:
         if not shutil.which("perf"):
             raise SystemExit("perf not found (Debian: apt-get install linux-perf)")
         cmd = ["perf", "record", "-F", "1999", "-p", str(pid), "-o", args.perf]
+    elif args.py_spy:
+        py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if not py_spy:
+            raise SystemExit("py-spy not found (it comes with the bench extras: make setup)")
+        # Python-level stacks (perf sees only the eval loop on 3.11). --gil: only samples of a thread holding
+        # the GIL, i.e. running Python (a thread waiting for a socket, a lock or the GIL is not sampled; C code
+        # that releases the GIL — hashing, pread, sendall — is perf's to see). --nonblocking: the tailer is
+        # never paused, so its CPU figures stay comparable. Raw (collapsed) stacks: summarize_stacks below.
+        cmd = [py_spy, "record", "--nonblocking", "--gil", "-r", "500", "-f", "raw", "-t", "-o", args.py_spy, "-p", str(pid)]
     elif args.strace:
         if not shutil.which("strace"):
             raise SystemExit("strace not found (Debian: apt-get install strace)")
@@ -73,6 +86,39 @@ def _recorder(args, pid: int) -> subprocess.Popen | None:
     return recorder
 
 
+_LINE_NUMBER = re.compile(r":\d+\)$")
+
+
+def summarize_stacks(path: Path, top: int = 25) -> str:
+    """Samples per function, self and inclusive, from py-spy's collapsed stacks (``frame;frame;... count``)."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if frames[0].startswith("thread ("):  # "thread (0x7f…): put-records_0" with -t
+            name = frames.pop(0).partition("): ")[2] or "?"
+            name = name.rstrip("0123456789").rstrip("_-") or name  # the delivery threads together
+            threads[name] = threads.get(name, 0) + int(count)
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in frames]  # "f (file.py:12)" -> "f (file.py)"
+        total += int(count)
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    share = ", ".join(f"{name} {100 * n / max(total, 1):.0f} %"
+                      for name, n in sorted(threads.items(), key=lambda item: item[1], reverse=True))
+    lines = [f"py-spy: {total} samples holding the GIL" + (f" (by thread: {share})" if share else ""),
+             "self % / inclusive %, by function:"]
+    for frame, count in sorted(own.items(), key=lambda item: item[1], reverse=True)[:top]:
+        lines.append(f"  {100 * count / max(total, 1):5.1f} / {100 * inclusive[frame] / max(total, 1):5.1f}  {frame}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--aggregate", action="store_true", help="profile the tailer with --aggregate")
@@ -82,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     recorders = parser.add_mutually_exclusive_group()
     recorders.add_argument("--perf", metavar="FILE", help="perf record (CPU-time sampling) into FILE")
     recorders.add_argument("--strace", metavar="FILE", help="strace -f -c syscall counts into FILE")
+    recorders.add_argument("--py-spy", metavar="FILE", help="py-spy record (Python stacks, collapsed) into FILE")
     args = parser.parse_args(argv)
     why_not = Kinesalite.available()
     if why_not:
@@ -136,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"perf report -i {args.perf} --stdio --sort dso   # or --sort sym")
     if args.strace:
         print(f"syscall counts: {args.strace}")
+    if args.py_spy:
+        print(summarize_stacks(Path(args.py_spy)))
     return 0
 
 
