@@ -25,7 +25,7 @@ from .aws_json import JsonApi
 from .credentials import CredentialRenewal
 from .deadline import DEFAULT_CALL_DEADLINE_SECONDS
 from .errors import Unavailable
-from .kinesis_answer import StoredShards, stored_count
+from .kinesis_answer import StoredShards, proven_stored
 from .kinesis_errors import (
     classify_answer,
     is_record_rejection,
@@ -34,6 +34,7 @@ from .kinesis_errors import (
     translate_exception,
 )
 from .sink import PutResult, Record
+from .speedups import compiled
 
 __all__ = ["KinesisSink"]
 
@@ -113,7 +114,7 @@ class KinesisSink:
 
     @staticmethod
     def _result(content: bytes, count: int) -> PutResult:
-        if stored_count(content, count):  # the common answer, proven from its bytes (tailer/kinesis_answer.py)
+        if proven_stored(content, count):  # the common answer, proven from its bytes (tailer/kinesis_answer.py)
             return PutResult(placed=StoredShards(content, count))
         try:
             doc = orjson.loads(content)
@@ -151,13 +152,16 @@ class KinesisSink:
     def _encode(self, records: Sequence[Record]) -> bytes:
         """The PutRecords body botocore's serializer would make (tests/unit/test_put_records_body.py).
 
-        Many small records: with plain ASCII keys and no ExplicitHashKey (random keys) the C loops of
-        :meth:`_encode_plain_keys`, else one ``%`` per record, then one join. Few records are large ones (KPL
+        Many small records: with plain ASCII keys and no ExplicitHashKey (random keys) one pass of compiled
+        code (:meth:`_encode_compiled`) or, where it is not built, the C loops of :meth:`_encode_plain_keys`,
+        else one ``%`` per record, then one join. Few records are large ones (KPL
         aggregates): their base64 goes into the one join directly, so the call's megabytes are
         copied once, not twice, and one copy fewer is alive per call in flight.
         """
         if len(records) > _FEW_RECORDS:
-            body = self._encode_plain_keys(records)
+            body = self._encode_compiled(records)
+            if body is None:
+                body = self._encode_plain_keys(records)
             return body if body is not None else self._encode_each(records)
         parts = [b'{"StreamName":%s,"Records":[' % self._stream_json]
         for data, key, hash_key in records:
@@ -165,6 +169,13 @@ class KinesisSink:
             parts.append(b'},' if hash_key is None else b',"ExplicitHashKey":"%s"},' % hash_key.encode())
         parts[-1] = parts[-1][:-1] + b"]}"
         return b"".join(parts)
+
+    def _encode_compiled(self, records: Sequence[Record]) -> bytes | None:
+        """:meth:`_encode_plain_keys`' body in one C pass (tailer/_speedups.c), for the same records (a list of
+        (bytes, str, None) with keys that need no escaping); None where it does not apply or is not built."""
+        if compiled is None or type(records) is not list:
+            return None
+        return compiled.put_records_body(b'{"StreamName":%s,"Records":[' % self._stream_json, records, b"]}")
 
     def _encode_each(self, records: Sequence[Record]) -> bytes:
         """Many records, any keys: one ``%`` per record, then one join."""

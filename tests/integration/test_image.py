@@ -72,10 +72,11 @@ def test_image_runs_spoolship_as_non_root_within_its_budget_without_build_tools(
     assert version.strip() == "spoolship, version 0.1.0"
     probe = ("import importlib.util, json, os, shutil; print(json.dumps({'uid': os.getuid(), "
              f"'tools': [t for t in {list(BUILD_TOOLS)!r} if shutil.which(t)], "
-             "'modules': [m for m in ('pip', 'setuptools', 'wheel') if importlib.util.find_spec(m)]}))")
+             "'modules': [m for m in ('pip', 'setuptools', 'wheel') if importlib.util.find_spec(m)], "
+             "'compiled': importlib.util.find_spec('tailer._speedups') is not None}))")
     found = json.loads(podman.run("run", "--rm", "--network", "host", "--read-only", "--entrypoint", "python",
                                   image.tag, "-c", probe).stdout)
-    assert found == {"uid": 10001, "tools": [], "modules": []}
+    assert found == {"uid": 10001, "tools": [], "modules": [], "compiled": True}
 
 
 def port_is_free(port: int) -> bool:

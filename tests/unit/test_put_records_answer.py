@@ -114,7 +114,7 @@ def test_the_connectors_occur_only_where_the_proof_says():
 
 def _json_reading(content: bytes, count: int):
     """The reading without the byte proof: orjson, the C-loop check, entry by entry."""
-    with mock.patch("tailer.kinesis.stored_count", return_value=False):
+    with mock.patch("tailer.kinesis.proven_stored", return_value=False):
         return _read(KinesisSink._result, content, count)
 
 
@@ -174,3 +174,31 @@ def test_one_flaw_anywhere_is_read_as_the_entry_by_entry_reading_reads_it(good, 
     content = orjson.dumps({"FailedRecordCount": 0, "Records": entries})
     assert _read(KinesisSink._result, content, len(entries)) == \
         _read(KinesisSink._result_entry_by_entry, entries, len(entries))
+
+
+compiled = pytest.importorskip("tailer._speedups", reason="tailer._speedups is not built (tests/unit/test_speedups.py)")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(shape=st.sampled_from(SHAPES), count=st.integers(1, 6), edits=st.one_of(st.just([]), _EDITS),
+       miscount=st.sampled_from([0, 0, 0, -1, 1, -10**6]))
+def test_the_compiled_proof_believes_exactly_what_the_python_proof_believes(shape, count, edits, miscount):
+    content = _edit(_stored(count, *shape)[0], edits)
+    sent = count + miscount
+    assert compiled.stored_answer(content, sent) == kinesis_answer.stored_count(content, sent)
+    assert compiled.stored_answer(memoryview(content), sent) == kinesis_answer.stored_count(content, sent)
+
+
+@pytest.mark.parametrize("digits", [1, 56, 127, 128, 129, 300])
+@pytest.mark.parametrize("where", ["SequenceNumber", "ShardId"])
+def test_both_proofs_take_128_digits_and_refuse_129_in_either_value(digits, where):
+    entries = [{"SequenceNumber": "7" * (digits if where == "SequenceNumber" else 56),
+                "ShardId": "shardId-" + "1" * (digits if where == "ShardId" else 12)}] * 3
+    content = orjson.dumps({"FailedRecordCount": 0, "Records": entries})
+    assert compiled.stored_answer(content, 3) == kinesis_answer.stored_count(content, 3) == (digits <= 128)
+
+
+@pytest.mark.parametrize("n", [-2**63 - 1, -1, 0, 2**63 - 1, 2**80])
+def test_a_count_no_answer_can_have_is_believed_by_neither_proof(n):
+    content = _stored(3)[0]
+    assert compiled.stored_answer(content, n) is kinesis_answer.stored_count(content, n) is False

@@ -94,3 +94,51 @@ def test_an_empty_hash_key_is_not_no_hash_key():
     records = [(b"x\n", "k", "")] + [(b"y\n", "k", None)] * 70
     assert encoder("s")._encode_plain_keys(records) is None
     assert orjson.loads(encoder("s")._encode(records)) == json.loads(botocore_body("s", records))
+
+
+compiled = pytest.importorskip("tailer._speedups", reason="tailer._speedups is not built (tests/unit/test_speedups.py)")
+
+
+class _Key(str):
+    pass
+
+
+_odd_records = st.lists(st.one_of(
+    st.tuples(st.binary(max_size=300), edge_keys, st.one_of(st.none(), st.none(), st.just("0"), st.just(""))),
+    st.tuples(st.binary(max_size=20).map(bytearray), plain_keys, st.none()),  # bytes-like, not bytes
+    st.tuples(st.binary(max_size=20), plain_keys.map(_Key), st.none()),  # a str subclass
+    st.tuples(st.binary(max_size=20), plain_keys, st.none()).map(list),  # not a tuple
+    st.tuples(st.binary(max_size=20), plain_keys),  # not three fields
+), min_size=65, max_size=120)
+
+
+@settings(max_examples=400, deadline=None)
+@given(records=st.one_of(st.lists(st.tuples(st.binary(max_size=700), plain_keys, st.none()), min_size=65,
+                                  max_size=600),
+                         _odd_records),
+       stream=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=64))
+def test_the_compiled_body_is_the_python_body_byte_for_byte_or_leaves_it_to_python(records, stream):
+    """For the calls it is used for: more than 64 records (tailer/kinesis.py, _encode)."""
+    sink = encoder(stream)
+    mine = sink._encode_compiled(records)
+    exact = all(type(r) is tuple and len(r) == 3 and type(r[0]) is bytes and type(r[1]) is str for r in records)
+    if mine is None:  # only where the Python path finds keys to escape or a hash key, or the types are not exact
+        assert not exact or sink._encode_plain_keys(records) is None
+    else:
+        assert exact and mine == sink._encode_plain_keys(records) == sink._encode_each(records)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 1024 * 1024 - 1, 1024 * 1024])
+def test_the_compiled_base64_of_every_length_mod_three_and_the_largest_record(size):
+    records = [(bytes(range(256)) * (size // 256) + bytes(range(size % 256)), f"0x{i:x}", None) for i in range(70)]
+    assert encoder("s")._encode_compiled(records) == encoder("s")._encode_each(records)
+
+
+def test_a_list_subclass_is_left_to_python():
+    """Its items may differ from its storage (an overridden __iter__): only Python reads them as Python would."""
+    class Records(list):
+        def __iter__(self):
+            return iter([(b"other", "other", None)] * len(self))
+
+    assert encoder("s")._encode_compiled(Records([(b"a", "k", None)] * 65)) is None
+    assert compiled.put_records_body(b"[", Records([(b"a", "k", None)] * 65), b"]") is None

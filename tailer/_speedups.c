@@ -1,0 +1,239 @@
+/* tailer._speedups: the two per-record loops of a PutRecords call, in C.
+ *
+ * Why: in the running tailer, the interpreter's work per record -- a base64 object and a key
+ * part per record for the request body, 500 dicts and 1,000 strings for the answer -- is most
+ * of what the delivery threads spend (docs/performance.md, round five). These two functions do
+ * the same work in one pass each, making one object per call.
+ *
+ * Both have Python references that stay the definition of what they do, and tests hold them
+ * byte for byte / answer for answer to those (tests/unit/test_put_records_body.py,
+ * tests/unit/test_put_records_answer.py); when this module is not built, tailer/kinesis.py uses
+ * the references themselves:
+ *   put_records_body(head, records, tail) -> bytes | None
+ *       KinesisSink._encode_plain_keys: head + the records as {"Data":"<base64>","PartitionKey":"<key>"},
+ *       comma-separated, + tail -- for a list of (bytes, str, None) tuples whose keys need no JSON
+ *       escaping (printable ASCII, no quote, no backslash); None for anything else.
+ *   stored_answer(content, n) -> bool
+ *       tailer.kinesis_answer.stored_count: True only for an answer of n entries, all stored, in one
+ *       of the compact shapes that module names; False says nothing.
+ *
+ * Neither calls back into Python, and neither lets go of the GIL, so the objects they read cannot
+ * change under them. Every read of `content` is bounds-checked against its length.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* ---- put_records_body ------------------------------------------------------------------------ */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static char *b64_encode(char *out, const unsigned char *in, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    for (; n - i >= 3; i += 3) {
+        unsigned v = ((unsigned)in[i] << 16) | ((unsigned)in[i + 1] << 8) | in[i + 2];
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = B64[(v >> 6) & 63];
+        out[3] = B64[v & 63];
+        out += 4;
+    }
+    if (n - i == 1) {
+        unsigned v = (unsigned)in[i] << 16;
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = '=';
+        out[3] = '=';
+        out += 4;
+    } else if (n - i == 2) {
+        unsigned v = ((unsigned)in[i] << 16) | ((unsigned)in[i + 1] << 8);
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = B64[(v >> 6) & 63];
+        out[3] = '=';
+        out += 4;
+    }
+    return out;
+}
+
+#define OPEN "{\"Data\":\""
+#define MIDDLE "\",\"PartitionKey\":\""
+#define CLOSE "\"}"
+#define LIT(s) (sizeof(s) - 1)
+
+/* 1 if the key is an exact str of printable ASCII without '"' or '\\' (its length in *length), 0 if not,
+ * -1 with an exception set if it could not be read (a legacy string that fails to become ready). */
+static int plain_key(PyObject *key, Py_ssize_t *length)
+{
+    if (!PyUnicode_CheckExact(key))
+        return 0;
+    if (PyUnicode_READY(key) < 0)
+        return -1;
+    if (!PyUnicode_IS_ASCII(key))
+        return 0;
+    const unsigned char *chars = PyUnicode_1BYTE_DATA(key);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+    for (Py_ssize_t j = 0; j < n; j++) {
+        unsigned char c = chars[j];
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
+            return 0;
+    }
+    *length = n;
+    return 1;
+}
+
+static PyObject *put_records_body(PyObject *module, PyObject *args)
+{
+    PyObject *head, *records, *tail;
+    if (!PyArg_ParseTuple(args, "SOS", &head, &records, &tail))
+        return NULL;
+    if (!PyList_CheckExact(records))  /* a subclass may answer differently than its storage: Python's to read */
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    Py_ssize_t total = PyBytes_GET_SIZE(head);
+    if (PyBytes_GET_SIZE(tail) > PY_SSIZE_T_MAX - total)
+        Py_RETURN_NONE;
+    total += PyBytes_GET_SIZE(tail);
+    const Py_ssize_t per_record = LIT(OPEN) + LIT(MIDDLE) + LIT(CLOSE) + 1;
+    for (Py_ssize_t i = 0; i < n; i++) {  /* check every record and add up the size first, never overflowing */
+        PyObject *record = PyList_GET_ITEM(records, i);
+        if (!PyTuple_CheckExact(record) || PyTuple_GET_SIZE(record) != 3 || PyTuple_GET_ITEM(record, 2) != Py_None)
+            Py_RETURN_NONE;
+        PyObject *data = PyTuple_GET_ITEM(record, 0);
+        if (!PyBytes_CheckExact(data))
+            Py_RETURN_NONE;
+        Py_ssize_t key_length = 0;
+        int plain = plain_key(PyTuple_GET_ITEM(record, 1), &key_length);
+        if (plain < 0)
+            return NULL;
+        if (plain == 0)
+            Py_RETURN_NONE;
+        Py_ssize_t data_length = PyBytes_GET_SIZE(data);
+        if (data_length / 3 >= PY_SSIZE_T_MAX / 4 - 1)  /* its base64 would not fit a Py_ssize_t */
+            Py_RETURN_NONE;
+        Py_ssize_t encoded = (data_length + 2) / 3 * 4;
+        if (encoded > PY_SSIZE_T_MAX - total || key_length > PY_SSIZE_T_MAX - total - encoded
+            || per_record > PY_SSIZE_T_MAX - total - encoded - key_length)
+            Py_RETURN_NONE;
+        total += encoded + key_length + per_record;
+    }
+    if (n > 0)
+        total -= 1;  /* n - 1 commas */
+    PyObject *body = PyBytes_FromStringAndSize(NULL, total);
+    if (body == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(body);
+    memcpy(out, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head));
+    out += PyBytes_GET_SIZE(head);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *record = PyList_GET_ITEM(records, i);
+        PyObject *data = PyTuple_GET_ITEM(record, 0), *key = PyTuple_GET_ITEM(record, 1);
+        if (i)
+            *out++ = ',';
+        memcpy(out, OPEN, LIT(OPEN));
+        out += LIT(OPEN);
+        out = b64_encode(out, (const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+        memcpy(out, MIDDLE, LIT(MIDDLE));
+        out += LIT(MIDDLE);
+        memcpy(out, PyUnicode_1BYTE_DATA(key), PyUnicode_GET_LENGTH(key));
+        out += PyUnicode_GET_LENGTH(key);
+        memcpy(out, CLOSE, LIT(CLOSE));
+        out += LIT(CLOSE);
+    }
+    memcpy(out, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail));
+    out += PyBytes_GET_SIZE(tail);
+    if (out != PyBytes_AS_STRING(body) + total) {  /* cannot happen: the sizes above are exact */
+        Py_DECREF(body);
+        PyErr_SetString(PyExc_SystemError, "put_records_body: size mismatch");
+        return NULL;
+    }
+    return body;
+}
+
+/* ---- stored_answer --------------------------------------------------------------------------- */
+
+#define MAX_SEQUENCE_DIGITS 128  /* tailer.kinesis_errors.is_sequence_number */
+
+typedef struct {
+    const char *p;
+    const char *end;
+} cursor;
+
+static int take(cursor *c, const char *text, size_t length)
+{
+    if ((size_t)(c->end - c->p) < length || memcmp(c->p, text, length) != 0)
+        return 0;
+    c->p += length;
+    return 1;
+}
+
+#define TAKE(c, s) take((c), (s), LIT(s))
+
+/* A run of ASCII digits of min_digits..MAX_SEQUENCE_DIGITS (no digit may follow it). */
+static int digits(cursor *c, Py_ssize_t min_digits)
+{
+    Py_ssize_t n = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+        c->p++;
+        if (++n > MAX_SEQUENCE_DIGITS)
+            return 0;
+    }
+    return n >= min_digits;
+}
+
+static PyObject *stored_answer(PyObject *module, PyObject *args)
+{
+    Py_buffer content;
+    PyObject *count;
+    if (!PyArg_ParseTuple(args, "y*O!", &content, &PyLong_Type, &count))
+        return NULL;
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(count, &overflow);
+    if (n == -1 && PyErr_Occurred()) {
+        PyBuffer_Release(&content);
+        return NULL;
+    }
+    cursor c = {(const char *)content.buf, (const char *)content.buf + content.len};
+    int ok = !overflow && n >= 1;  /* a count past a long long is no answer's either */
+    /* the head: {"FailedRecordCount":0,"Records":[ -- optionally after an EncryptionType */
+    if (ok)
+        ok = TAKE(&c, "{\"FailedRecordCount\":") || TAKE(&c, "{\"EncryptionType\":\"KMS\",\"FailedRecordCount\":")
+             || TAKE(&c, "{\"EncryptionType\":\"NONE\",\"FailedRecordCount\":");
+    ok = ok && TAKE(&c, "0,\"Records\":[");
+    /* the entries, all in one of the two orders; the ShardId's digits: 0..128 as the Python proof has it */
+    int sequence_first = ok && TAKE(&c, "{\"SequenceNumber\":\"");
+    ok = ok && (sequence_first || TAKE(&c, "{\"ShardId\":\"shardId-"));
+    for (long long i = 0; ok && i < n; i++) {
+        if (i)
+            ok = sequence_first ? TAKE(&c, "\"},{\"SequenceNumber\":\"") : TAKE(&c, "\"},{\"ShardId\":\"shardId-");
+        if (sequence_first)
+            ok = ok && digits(&c, 1) && TAKE(&c, "\",\"ShardId\":\"shardId-") && digits(&c, 0);
+        else
+            ok = ok && digits(&c, 0) && TAKE(&c, "\",\"SequenceNumber\":\"") && digits(&c, 1);
+    }
+    /* the tail: the last entry's close, the list's, and the object's -- optionally after an EncryptionType */
+    ok = ok && TAKE(&c, "\"}]");
+    ok = ok && (TAKE(&c, "}") || TAKE(&c, ",\"EncryptionType\":\"KMS\"}") || TAKE(&c, ",\"EncryptionType\":\"NONE\"}"));
+    ok = ok && c.p == c.end;
+    PyBuffer_Release(&content);
+    return PyBool_FromLong(ok);
+}
+
+static PyMethodDef methods[] = {
+    {"put_records_body", put_records_body, METH_VARARGS,
+     "put_records_body(head, records, tail) -> bytes | None: KinesisSink._encode_plain_keys in one pass."},
+    {"stored_answer", stored_answer, METH_VARARGS,
+     "stored_answer(content, n) -> bool: tailer.kinesis_answer.stored_count in one pass."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "tailer._speedups",
+    "The two per-record loops of a PutRecords call, in C (see tailer/_speedups.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}
