@@ -153,7 +153,7 @@ static PyObject *put_records_body(PyObject *module, PyObject *args)
 
 /* ---- stored_answer --------------------------------------------------------------------------- */
 
-#define MAX_SEQUENCE_DIGITS 128  /* tailer.kinesis_errors.is_sequence_number */
+#define MAX_SEQUENCE_DIGITS 128  /* tailer.kinesis_errors.MAX_SEQUENCE_DIGITS */
 
 typedef struct {
     const char *p;

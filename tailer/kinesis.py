@@ -27,6 +27,7 @@ from .deadline import DEFAULT_CALL_DEADLINE_SECONDS
 from .errors import Unavailable
 from .kinesis_answer import StoredShards, proven_stored
 from .kinesis_errors import (
+    MAX_SEQUENCE_DIGITS,
     classify_answer,
     is_record_rejection,
     is_sequence_number,
@@ -46,7 +47,6 @@ _dumps = orjson.dumps
 _RECORD = b'{"Data":"%s","PartitionKey":%s}'
 _RECORD_WITH_HASH = b'{"Data":"%s","PartitionKey":%s,"ExplicitHashKey":"%s"}'
 _FEW_RECORDS = 64
-_MAX_SEQUENCE_DIGITS = 128  # tailer.kinesis_errors.is_sequence_number
 _get = dict.get
 _data_of, _key_of, _hash_key_of = itemgetter(0), itemgetter(1), itemgetter(2)
 # Between two records' base64 when every key is plain ASCII (no quote, backslash or control character):
@@ -75,7 +75,7 @@ def _all_stored(entries: list) -> list[str] | None:
     # str.isdigit goes through Unicode tables (~130 µs here); ASCII bytes' isdigit is a plain loop.
     if not (digits.isascii() and digits.encode().isdigit() and all(sequences) and all(shards)):
         return None
-    if max(map(len, sequences)) > _MAX_SEQUENCE_DIGITS:
+    if max(map(len, sequences)) > MAX_SEQUENCE_DIGITS:
         return None
     return shards
 
@@ -163,26 +163,30 @@ class KinesisSink:
             if body is None:
                 body = self._encode_plain_keys(records)
             return body if body is not None else self._encode_each(records)
-        parts = [b'{"StreamName":%s,"Records":[' % self._stream_json]
+        parts = [self._head()]
         for data, key, hash_key in records:
             parts += (b'{"Data":"', _b64(data), b'","PartitionKey":', _dumps(key))
             parts.append(b'},' if hash_key is None else b',"ExplicitHashKey":"%s"},' % hash_key.encode())
         parts[-1] = parts[-1][:-1] + b"]}"
         return b"".join(parts)
 
+    def _head(self) -> bytes:
+        """Every body's start, up to its first record."""
+        return b'{"StreamName":%s,"Records":[' % self._stream_json
+
     def _encode_compiled(self, records: Sequence[Record]) -> bytes | None:
         """:meth:`_encode_plain_keys`' body in one C pass (tailer/_speedups.c), for the same records (a list of
         (bytes, str, None) with keys that need no escaping); None where it does not apply or is not built."""
         if compiled is None or type(records) is not list:
             return None
-        return compiled.put_records_body(b'{"StreamName":%s,"Records":[' % self._stream_json, records, b"]}")
+        return compiled.put_records_body(self._head(), records, b"]}")
 
     def _encode_each(self, records: Sequence[Record]) -> bytes:
         """Many records, any keys: one ``%`` per record, then one join."""
         parts = [_RECORD % (_b64(data), _dumps(key)) if hash_key is None else
                  _RECORD_WITH_HASH % (_b64(data), _dumps(key), hash_key.encode())
                  for data, key, hash_key in records]
-        return b'{"StreamName":%s,"Records":[%s]}' % (self._stream_json, b",".join(parts))
+        return b"%s%s]}" % (self._head(), b",".join(parts))
 
     def _encode_plain_keys(self, records: Sequence[Record]) -> bytes | None:
         """The same body for many records without ExplicitHashKey whose keys need no JSON escaping (random
@@ -199,7 +203,7 @@ class KinesisSink:
         if not (joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined):
             return None  # (isprintable: no control character, so no NUL inside a key either)
         keys_json = ('","PartitionKey":"' + _KEY_THEN_NEXT.join(keys) + '"}]}').encode().split(b"\x00")
-        head = b'{"StreamName":%s,"Records":[{"Data":"' % self._stream_json
+        head = self._head() + b'{"Data":"'
         return b"".join(chain((head,), chain.from_iterable(zip(map(_b64, map(_data_of, records)), keys_json, strict=True))))
 
     # -- control plane (ordinary boto3 calls) ----------------------------------------------

@@ -39,11 +39,11 @@ from collections.abc import Iterator, Sequence
 
 import orjson
 
+from .kinesis_errors import MAX_SEQUENCE_DIGITS
 from .speedups import compiled
 
-__all__ = ["MAX_SEQUENCE_DIGITS", "StoredShards", "check_connectors", "proven_stored", "stored_count"]
+__all__ = ["StoredShards", "check_connectors", "proven_stored", "stored_count"]
 
-MAX_SEQUENCE_DIGITS = 128  # tailer.kinesis_errors.is_sequence_number
 _TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _TOO_LONG = b"0" * (MAX_SEQUENCE_DIGITS + 1)
 _EMPTY_SEQUENCE = b'"SequenceNumber":""'

@@ -48,6 +48,7 @@ from .errors import (
 
 __all__ = [
     "DENIED_CODES",
+    "MAX_SEQUENCE_DIGITS",
     "INVALID_CALL_CODES",
     "NOT_FOUND_CODES",
     "THROTTLED_CODES",
@@ -208,7 +209,8 @@ RECORD_RETRY_CODES = frozenset({
     "KMSInvalidStateException", "KMSAccessDeniedException", "KMSNotFoundException", "KMSOptInRequired",
     "KMSThrottlingException",
 })
-_SEQUENCE_NUMBER = re.compile(r"[0-9]{1,128}")
+MAX_SEQUENCE_DIGITS = 128  # the longest SequenceNumber believed (tailer/kinesis.py and kinesis_answer.py too)
+_SEQUENCE_NUMBER = re.compile(rf"[0-9]{{1,{MAX_SEQUENCE_DIGITS}}}")
 
 
 def is_record_rejection(code: str) -> bool:
