@@ -1,14 +1,15 @@
-/* tailer._speedups: the two per-record loops of a PutRecords call, in C.
+/* tailer._speedups: the tailer's per-line and per-record loops, in C.
  *
  * Why: in the running tailer, the interpreter's work per record -- a base64 object and a key
  * part per record for the request body, 500 dicts and 1,000 strings for the answer -- is most
- * of what the delivery threads spend (docs/performance.md, round five). These two functions do
- * the same work in one pass each, making one object per call.
+ * of what the delivery threads spend, and a line object, a header and a list slot per line are
+ * most of what the loop spends on an aggregate (docs/performance.md, rounds five and six). These
+ * functions do the same work in one pass each, making one object per call.
  *
- * Both have Python references that stay the definition of what they do, and tests hold them
+ * Each has a Python reference that stays the definition of what it does, and tests hold the C
  * byte for byte / answer for answer to those (tests/unit/test_put_records_body.py,
- * tests/unit/test_put_records_answer.py); when this module is not built, tailer/kinesis.py uses
- * the references themselves:
+ * tests/unit/test_put_records_answer.py, tests/unit/test_kpl_records.py); when this module is
+ * not built, the tailer runs the references themselves:
  *   put_records_body(head, records, tail) -> bytes | None
  *       KinesisSink._encode_plain_keys: head + the records as {"Data":"<base64>","PartitionKey":"<key>"},
  *       comma-separated, + tail -- for a list of (bytes, str, None) tuples whose keys need no JSON
@@ -16,6 +17,10 @@
  *   stored_answer(content, n) -> bool
  *       tailer.kinesis_answer.stored_count: True only for an answer of n entries, all stored, in one
  *       of the compact shapes that module names; False says nothing.
+ *   kpl_records(data, start, room) -> (bytes, end, count)
+ *       tailer.kpl.encode_lines: the lines of data[start:] (each ending in a newline) as KPL
+ *       sub-records under partition key index 0, as many as fit in `room` bytes, in one bytes
+ *       object; `end` is where the first line not taken starts, `count` how many were taken.
  *
  * Neither calls back into Python, and neither lets go of the GIL, so the objects they read cannot
  * change under them. Every read of `content` is bounds-checked against its length.
@@ -220,17 +225,103 @@ static PyObject *stored_answer(PyObject *module, PyObject *args)
     return PyBool_FromLong(ok);
 }
 
+/* ---- kpl_records ----------------------------------------------------------------------------- */
+
+static Py_ssize_t varint_length(Py_ssize_t value)
+{
+    Py_ssize_t n = 1;
+    for (size_t v = (size_t)value; v > 0x7f; v >>= 7)
+        n++;
+    return n;
+}
+
+static char *put_varint(char *out, Py_ssize_t value)
+{
+    size_t v = (size_t)value;
+    for (; v > 0x7f; v >>= 7)
+        *out++ = (char)((v & 0x7f) | 0x80);
+    *out++ = (char)v;
+    return out;
+}
+
+/* The bytes of one sub-record for a line of n bytes: 0x1a varint(inner) | 0x08 0x00 0x1a varint(n) line. */
+static Py_ssize_t record_size(Py_ssize_t n, Py_ssize_t *inner)
+{
+    *inner = 3 + varint_length(n) + n;
+    return 1 + varint_length(*inner) + *inner;
+}
+
+static PyObject *kpl_records(PyObject *module, PyObject *args)
+{
+    Py_buffer data;
+    Py_ssize_t start, room;
+    if (!PyArg_ParseTuple(args, "y*nn", &data, &start, &room))
+        return NULL;
+    if (start < 0 || start > data.len) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "kpl_records: start is outside the data");
+        return NULL;
+    }
+    const char *base = (const char *)data.buf;
+    Py_ssize_t pos = start, total = 0, count = 0, inner;
+    /* First pass: how many whole lines fit. total <= room always holds, so room - total never overflows. */
+    while (pos < data.len) {
+        const char *newline = memchr(base + pos, '\n', (size_t)(data.len - pos));
+        if (newline == NULL)
+            break;  /* a line without its newline is not a line yet */
+        Py_ssize_t n = newline - (base + pos) + 1;
+        if (n > PY_SSIZE_T_MAX / 2)  /* its record's size would not fit a Py_ssize_t: never in memory */
+            break;
+        Py_ssize_t size = record_size(n, &inner);
+        if (size > room - total)
+            break;
+        total += size;
+        pos += n;
+        count++;
+    }
+    PyObject *piece = PyBytes_FromStringAndSize(NULL, total);
+    if (piece == NULL) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    /* Second pass: write them, over the same lines (nothing can change them: the GIL is held throughout). */
+    char *out = PyBytes_AS_STRING(piece);
+    for (Py_ssize_t p = start, i = 0; i < count; i++) {
+        const char *newline = memchr(base + p, '\n', (size_t)(data.len - p));
+        Py_ssize_t n = newline - (base + p) + 1;
+        record_size(n, &inner);
+        *out++ = 0x1a;
+        out = put_varint(out, inner);
+        *out++ = 0x08;
+        *out++ = 0x00;
+        *out++ = 0x1a;
+        out = put_varint(out, n);
+        memcpy(out, base + p, (size_t)n);
+        out += n;
+        p += n;
+    }
+    PyBuffer_Release(&data);
+    if (out != PyBytes_AS_STRING(piece) + total) {  /* cannot happen: the sizes above are exact */
+        Py_DECREF(piece);
+        PyErr_SetString(PyExc_SystemError, "kpl_records: size mismatch");
+        return NULL;
+    }
+    return Py_BuildValue("(Nnn)", piece, pos, count);
+}
+
 static PyMethodDef methods[] = {
     {"put_records_body", put_records_body, METH_VARARGS,
      "put_records_body(head, records, tail) -> bytes | None: KinesisSink._encode_plain_keys in one pass."},
     {"stored_answer", stored_answer, METH_VARARGS,
      "stored_answer(content, n) -> bool: tailer.kinesis_answer.stored_count in one pass."},
+    {"kpl_records", kpl_records, METH_VARARGS,
+     "kpl_records(data, start, room) -> (bytes, end, count): tailer.kpl.encode_lines in one pass."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "tailer._speedups",
-    "The two per-record loops of a PutRecords call, in C (see tailer/_speedups.c).", -1, methods,
+    "The tailer's per-line and per-record loops, in C (see tailer/_speedups.c).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void)

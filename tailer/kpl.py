@@ -22,14 +22,20 @@ output with the ``aws-kinesis-agg`` deaggregator, an implementation we did not w
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections.abc import Iterator
-from itertools import chain
+from itertools import accumulate, chain
+from operator import add
 
-__all__ = ["KPL_MAGIC", "Aggregate", "deaggregate", "headers_for", "is_aggregated"]
+from .lines import split_lines
+from .speedups import compiled
+
+__all__ = ["KPL_MAGIC", "Aggregate", "deaggregate", "encode_lines", "is_aggregated"]
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 _DIGEST_BYTES = 16
 _OVERHEAD = len(KPL_MAGIC) + _DIGEST_BYTES
+_PARTS_DIGESTED_ONE_BY_ONE = 16
 
 
 def _varint(value: int) -> bytes:
@@ -103,16 +109,23 @@ class Aggregate:
         key_bytes = self.first_key_bytes if self.first_key is not None else len(key.encode())
         return self.max_bytes - key_bytes - self.size
 
-    def extend_encoded(self, headers: list[bytes], lines: list[bytes], grow: int) -> None:
-        """Append lines whose record headers (for key index 0) were built in bulk by ``headers_for``."""
-        self._parts.extend(chain.from_iterable(zip(headers, lines, strict=True)))
-        self.size += grow
-        self.count += len(lines)
+    def extend_records(self, records: bytes, count: int) -> None:
+        """Append ``count`` sub-records under key index 0, already encoded by :func:`encode_lines`."""
+        self._parts.append(records)
+        self.size += len(records)
+        self.count += count
 
     def to_bytes(self) -> bytes:
-        """Magic, protobuf, digest: the protobuf is copied twice (joined, then framed), not four times."""
-        body = b"".join(chain(self._key_parts, self._parts))
-        return b"".join((KPL_MAGIC, body, hashlib.md5(body, usedforsecurity=False).digest()))
+        """Magic, protobuf, digest. Lines encoded in bulk (:meth:`extend_records`) are a few large parts:
+        digested one by one and copied once, into the record. A part per line (per-line keys) is joined
+        first, since a digest call per part would cost more than the copy it saves."""
+        parts = self._key_parts + self._parts
+        if len(parts) > _PARTS_DIGESTED_ONE_BY_ONE:
+            parts = [b"".join(parts)]
+        digest = hashlib.md5(usedforsecurity=False)
+        for part in parts:
+            digest.update(part)
+        return b"".join((KPL_MAGIC, *parts, digest.digest()))
 
 
 def _first_key_header(n: int) -> bytes:
@@ -131,9 +144,28 @@ class _HeaderCache(dict):
 _FIRST_KEY_HEADERS = _HeaderCache()
 
 
-def headers_for(lengths: list[int]) -> list[bytes]:
-    """The protobuf headers in front of lines of these lengths, under key index 0 (one C loop)."""
-    return list(map(_FIRST_KEY_HEADERS.__getitem__, lengths))
+def _encode_lines(data: bytes, start: int, room: int) -> tuple[bytes, int, int]:
+    """The lines of ``data[start:]`` (each ending in a newline) as sub-records under key index 0, as
+    many as fit in ``room`` bytes: (their bytes, where the first line not taken starts, how many).
+
+    A line without its newline is never taken. This is the definition of what the compiled
+    ``tailer._speedups.kpl_records`` does (tests/unit/test_kpl_records.py holds the two to each
+    other); :data:`encode_lines` is the compiled one where it was built. In C loops, not a Python
+    step per line: a sub-record is longer than its line, so the lines that fit lie within
+    ``room`` bytes of ``start``, and only those are split.
+    """
+    if not 0 <= start <= len(data):
+        raise ValueError("kpl_records: start is outside the data")
+    cut = data.rfind(b"\n", start, start + max(room, 0)) + 1  # the window ends at a newline: one C split
+    lines = split_lines(data[start:cut]) if cut > start else []
+    lengths = list(map(len, lines))
+    headers = list(map(_FIRST_KEY_HEADERS.__getitem__, lengths))
+    count = bisect_right(list(accumulate(map(add, map(len, headers), lengths))), room)
+    records = b"".join(chain.from_iterable(zip(headers[:count], lines[:count], strict=True)))
+    return records, start + sum(lengths[:count]), count
+
+
+encode_lines = compiled.kpl_records if compiled is not None else _encode_lines
 
 
 def is_aggregated(data: bytes) -> bool:

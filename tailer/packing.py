@@ -16,7 +16,6 @@ number of partition keys. Not thread-safe: the shipper's loop owns the packers.
 
 from __future__ import annotations
 
-import re
 import time
 from bisect import bisect_right
 from collections.abc import Callable
@@ -24,7 +23,8 @@ from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import add
 
-from .kpl import Aggregate, deaggregate, headers_for, is_aggregated
+from .kpl import Aggregate, deaggregate, encode_lines, is_aggregated
+from .lines import LINE, split_lines
 from .partition import KeyFunction, RandomKeys
 from .shardmap import ShardMap
 from .sink import Record
@@ -40,7 +40,6 @@ __all__ = [
     "PlainPacker",
     "Span",
     "split_aggregate",
-    "split_lines",
 ]
 
 MAX_RECORDS = 500
@@ -50,20 +49,6 @@ MAX_RECORD_BYTES = 1024 * 1024
 MAX_OPEN_AGGREGATES = 4096
 # ... and their bytes together, whatever the number of keys and --aggregate-max-bytes.
 OPEN_AGGREGATES_MAX_BYTES = 4 * 1024 * 1024
-
-_LINES = re.compile(rb"[^\n]*\n")
-
-
-def split_lines(data: bytes) -> list[bytes]:
-    """The lines of a chunk that ends with a newline, each with its ``\\n``.
-
-    ``bytes.splitlines`` is one C loop but also splits at ``\\r``, which compact JSON never holds
-    raw (it is escaped in strings) but a line in the spool might: then the regular expression.
-    """
-    if b"\r" in data or not data.endswith(b"\n"):
-        return _LINES.findall(data)
-    return data.splitlines(True)
-
 
 # Called for a line that can never be shipped: (span, line, reason). The callee owns the line from
 # then on: it releases it from its span (``span.pending -= 1``) once the line is safely stored.
@@ -146,6 +131,14 @@ class _PackerBase:
 
     def _reject(self, span: Span, line: bytes, reason: str) -> None:
         self._dead_letter(span, line, reason)  # the callee releases the line from its span
+
+    def pack(self, span: Span, lines: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def pack_chunk(self, span: Span, data: bytes) -> None:
+        """The lines of ``data`` — bytes read from the spool, ending at a newline — into records: the
+        same as ``pack(span, split_lines(data))``, which a packer may do without a line object each."""
+        self.pack(span, split_lines(data))
 
     def take_full(self) -> list[Batch]:
         """Batches that reached a limit and are ready to send."""
@@ -271,12 +264,22 @@ class AggregatingPacker(_PackerBase):
         self._open: dict[str, _OpenAggregate] = {}
 
     def pack(self, span: Span, lines: list[bytes]) -> None:
+        """Lines, each ending in a newline (as :func:`split_lines` gives them)."""
+        if not self._per_line_keys:
+            self.pack_chunk(span, b"".join(lines))
+            return
         if self.pending_since is None and lines:
             self.pending_since = self._clock()
+        self._pack_per_line_keys(span, lines)
+        self._bound_open_aggregates()
+
+    def pack_chunk(self, span: Span, data: bytes) -> None:
         if self._per_line_keys:
-            self._pack_per_line_keys(span, lines)
-        else:
-            self._pack_random_key(span, lines)
+            self.pack(span, split_lines(data))
+            return
+        if self.pending_since is None and data:
+            self.pending_since = self._clock()
+        self._pack_random_key(span, data)
         self._bound_open_aggregates()
 
     def open_bytes(self) -> int:
@@ -294,36 +297,35 @@ class AggregatingPacker(_PackerBase):
             total -= self._open[slot].aggregate.size
             self._close(slot)
 
-    def _pack_random_key(self, span: Span, lines: list[bytes]) -> None:
-        """One key per aggregate: headers for the whole chunk at once, aggregates cut by size."""
-        lengths = list(map(len, lines))
-        headers = headers_for(lengths)
-        ends = list(accumulate(map(add, map(len, headers), lengths)))  # ends[i]: bytes of lines[:i+1]
-        i, n = 0, len(lines)
-        while i < n:
+    def _pack_random_key(self, span: Span, data: bytes) -> None:
+        """One key per aggregate, its lines encoded straight from the chunk (:func:`tailer.kpl.encode_lines`:
+        one C pass where it is built), as many as fit, with no object per line."""
+        pos, n = 0, len(data)
+        while pos < n:
             current = self._open.get("")
             if current is None:
                 current = self._open[""] = _OpenAggregate(self._max_bytes, self._key_fn(b""))
             aggregate = current.aggregate
             taken = 0
-            if aggregate.count == 0:  # the first line also puts the key in the key table
-                aggregate.add(lines[i], current.key)
+            if aggregate.count == 0:  # the first line also puts the key in the key table, and is always taken
+                end = data.find(b"\n", pos) + 1
+                if end == 0:  # no newline left: not a line (the reader hands over complete lines only)
+                    break
+                line = data[pos:end]
+                aggregate.add(line, current.key)
+                pos = end
                 if aggregate.record_bytes > MAX_RECORD_BYTES:
                     del self._open[""]
-                    self._lone_line(span, lines[i], current.key)
-                    i += 1
+                    self._lone_line(span, line, current.key)
                     continue
-                i += 1
                 taken = 1
-            before = ends[i - 1] if i else 0
-            j = bisect_right(ends, before + aggregate.room_for(current.key), i)
-            if j > i:
-                aggregate.extend_encoded(headers[i:j], lines[i:j], ends[j - 1] - before)
-                taken += j - i
-                i = j
+            records, pos, count = encode_lines(data, pos, aggregate.room_for(current.key))
+            if count:
+                aggregate.extend_records(records, count)
+                taken += count
             if taken:
                 current.spans[span] = current.spans.get(span, 0) + taken
-            if i < n:
+            if pos < n:
                 self._close("")
 
     def _pack_per_line_keys(self, span: Span, lines: list[bytes]) -> None:
@@ -383,7 +385,7 @@ def split_aggregate(record: Record) -> list[Record] | None:
     if is_aggregated(data):
         parts = [(line, key, None) for key, line in deaggregate(data)]
     elif data.endswith(b"\n"):
-        parts = [(line, record[1], None) for line in _LINES.findall(data)]
+        parts = [(line, record[1], None) for line in LINE.findall(data)]
     else:  # not lines (never made by a packer): kept whole
         return None
     return parts if len(parts) > 1 else None

@@ -16,7 +16,7 @@ import logging
 import time
 
 from .deadletters import DeadLetters
-from .packing import split_lines
+from .lines import split_lines
 from .progress import SegmentProgress
 from .spoolio import FAILED, GuardedSpool, SpoolOps
 from .tracker import SegmentTracker
@@ -74,16 +74,16 @@ class SegmentReader:
                 return self._dead_letter_range(progress, progress.read, size, "torn write: no newline at the end")
             return False
         data, end = chunk.data, chunk.end
-        newlines = data.count(b"\n")
+        newlines = data.count(b"\n")  # every line of it ends in one: read_lines cuts at the last
         if newlines > self._lines_max:
             cut = _nth_line_end(data, self._lines_max, newlines)
-            data, end = data[:cut], chunk.start + cut
-        lines = split_lines(data)
-        span = progress.new_span(chunk.start, end, len(lines), tracker.identity.tail_digest(progress, end, data))
+            data, end, newlines = data[:cut], chunk.start + cut, self._lines_max
+        span = progress.new_span(chunk.start, end, newlines, tracker.identity.tail_digest(progress, end, data))
         tracker.identity.note_read(progress, data if chunk.start == 0 else None)
         if b"\0" in data:  # one memchr per chunk; compact JSON never holds a NUL byte
-            lines = self._dead_letter_holes(span, lines)
-        self._packer.pack(span, lines)
+            self._packer.pack(span, self._dead_letter_holes(span, split_lines(data)))
+        else:
+            self._packer.pack_chunk(span, data)  # the packer splits it (the aggregating one without line objects)
         if span.pending <= 0:  # every line of it went to dead letters: nothing will acknowledge it
             tracker.advance(segment_id, size)
         return True

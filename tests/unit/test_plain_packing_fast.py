@@ -12,7 +12,8 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tailer.packing import MAX_RECORD_BYTES, PlainPacker, Span, split_lines
+from tailer.lines import split_lines
+from tailer.packing import MAX_RECORD_BYTES, PlainPacker, Span
 from tailer.partition import RandomKeys
 
 
