@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ import orjson
 from spooler.token_bucket import TokenBucket
 
 from .delivery import Backoff, Delivery
+from .lines import split_lines
 from .metrics import TailerMetrics
 from .packing import AggregatingPacker, Batch, PlainPacker, Span
 from .partition import make_key_function
@@ -41,7 +41,6 @@ from .sink import Record, Sink
 
 __all__ = ["ReplayOptions", "ReplaySummary", "Replayer", "check_readable"]
 
-_LINE = re.compile(rb"[^\n]*\n")
 _BLOCK_BYTES = 1024 * 1024
 _MAX_CARRY = 2 * 1024 * 1024
 _PACE_SLICE_SECONDS = 0.05
@@ -215,7 +214,7 @@ class Replayer:
                 data = carry + block
                 cut = data.rfind(b"\n") + 1
                 carry = data[cut:]
-                lines = _LINE.findall(data[:cut])
+                lines = split_lines(data[:cut])
                 if lines:
                     yield Span(path.name, offset, offset + cut, len(lines)), lines
                 offset += cut
