@@ -251,22 +251,33 @@ static Py_ssize_t record_size(Py_ssize_t n, Py_ssize_t *inner)
     return 1 + varint_length(*inner) + *inner;
 }
 
+/* start and room as Python's comparisons see them: any int, clamped to a Py_ssize_t (past the data
+ * either way, a clamped value means what the exact one does); anything else a TypeError. */
+static int clamped_index(PyObject *value, Py_ssize_t *out)
+{
+    *out = PyNumber_AsSsize_t(value, NULL);
+    return !(*out == -1 && PyErr_Occurred());
+}
+
 static PyObject *kpl_records(PyObject *module, PyObject *args)
 {
-    Py_buffer data;
+    PyObject *data, *start_arg, *room_arg;
     Py_ssize_t start, room;
-    if (!PyArg_ParseTuple(args, "y*nn", &data, &start, &room))
+    /* bytes only: immutable, so the two passes below read the same lines (a buffer could change between them) */
+    if (!PyArg_ParseTuple(args, "SOO", &data, &start_arg, &room_arg))
         return NULL;
-    if (start < 0 || start > data.len) {
-        PyBuffer_Release(&data);
+    if (!clamped_index(start_arg, &start) || !clamped_index(room_arg, &room))
+        return NULL;
+    const char *base = PyBytes_AS_STRING(data);
+    const Py_ssize_t length = PyBytes_GET_SIZE(data);
+    if (start < 0 || start > length) {
         PyErr_SetString(PyExc_ValueError, "kpl_records: start is outside the data");
         return NULL;
     }
-    const char *base = (const char *)data.buf;
     Py_ssize_t pos = start, total = 0, count = 0, inner;
     /* First pass: how many whole lines fit. total <= room always holds, so room - total never overflows. */
-    while (pos < data.len) {
-        const char *newline = memchr(base + pos, '\n', (size_t)(data.len - pos));
+    while (pos < length) {
+        const char *newline = memchr(base + pos, '\n', (size_t)(length - pos));
         if (newline == NULL)
             break;  /* a line without its newline is not a line yet */
         Py_ssize_t n = newline - (base + pos) + 1;
@@ -280,16 +291,20 @@ static PyObject *kpl_records(PyObject *module, PyObject *args)
         count++;
     }
     PyObject *piece = PyBytes_FromStringAndSize(NULL, total);
-    if (piece == NULL) {
-        PyBuffer_Release(&data);
+    if (piece == NULL)
         return NULL;
-    }
-    /* Second pass: write them, over the same lines (nothing can change them: the GIL is held throughout). */
+    /* Second pass: write them. Every write is checked against the room the first pass measured. */
     char *out = PyBytes_AS_STRING(piece);
+    const char *limit = out + total;
     for (Py_ssize_t p = start, i = 0; i < count; i++) {
-        const char *newline = memchr(base + p, '\n', (size_t)(data.len - p));
-        Py_ssize_t n = newline - (base + p) + 1;
-        record_size(n, &inner);
+        const char *newline = memchr(base + p, '\n', (size_t)(length - p));
+        Py_ssize_t n = newline == NULL ? 0 : newline - (base + p) + 1;
+        Py_ssize_t size = record_size(n, &inner);
+        if (newline == NULL || size > limit - out) {  /* cannot happen: bytes do not change */
+            Py_DECREF(piece);
+            PyErr_SetString(PyExc_SystemError, "kpl_records: the data changed between the passes");
+            return NULL;
+        }
         *out++ = 0x1a;
         out = put_varint(out, inner);
         *out++ = 0x08;
@@ -300,8 +315,7 @@ static PyObject *kpl_records(PyObject *module, PyObject *args)
         out += n;
         p += n;
     }
-    PyBuffer_Release(&data);
-    if (out != PyBytes_AS_STRING(piece) + total) {  /* cannot happen: the sizes above are exact */
+    if (out != limit) {  /* cannot happen: the sizes above are exact */
         Py_DECREF(piece);
         PyErr_SetString(PyExc_SystemError, "kpl_records: size mismatch");
         return NULL;

@@ -225,7 +225,7 @@ class Delivery:
     def _reject_record(self, batch: Batch, index: int, reason: str, work: Outstanding) -> None:
         """Dead-letter one record the sink named; an aggregate of several lines is sent again line by line."""
         record = batch.records[index]
-        parts = split_aggregate(record)
+        parts = split_aggregate(record) if batch.carries_several_lines(index) else None
         if parts:
             log.warning("aggregated record rejected; sending its lines one by one",
                         extra={"lines": len(parts), "error": reason})

@@ -25,7 +25,7 @@ import hashlib
 from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import accumulate, chain
-from operator import add
+from operator import add, index
 
 from .lines import split_lines
 from .speedups import compiled
@@ -154,6 +154,9 @@ def _encode_lines(data: bytes, start: int, room: int) -> tuple[bytes, int, int]:
     step per line: a sub-record is longer than its line, so the lines that fit lie within
     ``room`` bytes of ``start``, and only those are split.
     """
+    if not isinstance(data, bytes):  # as the C: immutable bytes only
+        raise TypeError(f"kpl_records: data must be bytes, not {type(data).__name__}")
+    start, room = index(start), index(room)
     if not 0 <= start <= len(data):
         raise ValueError("kpl_records: start is outside the data")
     cut = data.rfind(b"\n", start, start + max(room, 0)) + 1  # the window ends at a newline: one C split

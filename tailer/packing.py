@@ -90,6 +90,14 @@ class Batch:
             index -= lines
         raise IndexError(index)
 
+    def carries_several_lines(self, index: int) -> bool:
+        """Whether record ``index`` was packed from more than one line (an aggregate, a Firehose record of
+        NDJSON lines) — from what the packer recorded, not from its bytes: a single line may itself read as a
+        KPL aggregate. A record appended after packing (lines sent again) has no entry: its bytes decide."""
+        if index < len(self.record_spans):
+            return sum(self.record_spans[index].values()) > 1
+        return bool(self.record_spans)  # PlainPacker keeps none: one line a record, never appended to
+
     def add_span_lines(self, span: Span, lines: int) -> None:
         if lines:
             self.spans[span] = self.spans.get(span, 0) + lines
@@ -254,6 +262,8 @@ class AggregatingPacker(_PackerBase):
         max_open_bytes: int = OPEN_AGGREGATES_MAX_BYTES,
     ) -> None:
         super().__init__(dead_letter, clock, max_batch_bytes)
+        if max_bytes > MAX_RECORD_BYTES:
+            raise ValueError(f"an aggregate's max_bytes must be at most the {MAX_RECORD_BYTES}-byte record limit")
         self.max_open_bytes = max_open_bytes
         self._per_line_keys = not isinstance(key_fn, RandomKeys)
         if self._per_line_keys and shard_map is None:
@@ -349,10 +359,16 @@ class AggregatingPacker(_PackerBase):
             current.spans[span] = current.spans.get(span, 0) + 1
 
     def _lone_line(self, span: Span, line: bytes, key: str) -> None:
-        """A line too big for the KPL envelope: a plain record if it fits one (KCL reads both), else rejected."""
+        """A line too big for the KPL envelope: a plain record if it fits one (KCL reads both), else rejected —
+        as is one whose own bytes are a KPL aggregate (magic, protobuf, digest: never a JSON event), which
+        every consumer of an aggregated stream would take apart into other lines than the one sent."""
         size = len(line) + len(key.encode())
         if size > MAX_RECORD_BYTES:
             self._reject(span, line, f"line of {len(line)} bytes exceeds the 1 MiB record limit")
+            return
+        if is_aggregated(line):
+            self._reject(span, line, f"line of {len(line)} bytes is too big for an aggregate, and its bytes read as "
+                                     "a KPL aggregate: sent plain, consumers would take it apart into other lines")
             return
         self._add_record((line, key, None), size, {span: 1})
 

@@ -100,3 +100,84 @@ def test_the_periodic_shard_map_refresh_never_blocks_the_caller():
     while shard_map.refreshes < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert shard_map.refreshes == 2
+
+
+def kpl_lookalike_line(total: int) -> bytes:
+    """A spool line of ``total`` bytes that is itself a valid KPL aggregate of two other lines: the magic, a
+    key table whose tag 0x0a (a newline) is written as the overlong varint 0x8a 0x00, and an MD5 that happens
+    to end in the line's one newline (a nonce is searched for: about one in 270 digests does)."""
+    import hashlib
+
+    from tailer.kpl import KPL_MAGIC, varint
+
+    def sub_record(data: bytes) -> bytes:
+        inner = b"\x08\x00\x1a" + varint(len(data)) + data
+        return b"\x1a" + varint(len(inner)) + inner
+
+    for nonce in range(100_000):
+        evil = sub_record(b"EVIL")
+        pad = b"%08d" % nonce
+        pad += b"y" * (total - 4 - 16 - 4 - len(evil) - len(sub_record(pad)) - 3)  # varint(len) grows by 2 here
+        body = b"\x8a\x00\x01k" + evil + sub_record(pad)
+        line = KPL_MAGIC + body + hashlib.md5(body, usedforsecurity=False).digest()
+        if line.count(b"\n") == 1 and line.endswith(b"\n"):
+            return line
+    raise AssertionError("no nonce found")
+
+
+def test_a_lone_line_whose_bytes_read_as_an_aggregate_is_dead_lettered_not_sent_to_be_taken_apart():
+    """Hostile review (round six): a line too big for the envelope goes plain — and a consumer of an aggregated
+    stream would read one that is itself a KPL aggregate as other lines. Kept in dead letters instead."""
+    from tailer.kpl import deaggregate
+
+    line = kpl_lookalike_line(MAX_RECORD_BYTES - 40)
+    assert is_aggregated(line) and [data for _key, data in deaggregate(line)][0] == b"EVIL"
+    records, dead, batches = pack("aggregate", "random", line)
+    assert (records, dead) == ([], [line])
+    plain_records, plain_dead, _ = pack("plain", "random", line)  # plain mode sends lines as they are
+    assert [r[0] for r in plain_records] == [line] and not plain_dead
+
+
+def test_a_rejected_record_of_one_line_that_reads_as_an_aggregate_is_dead_lettered_whole():
+    """Only a record the packer made of several lines is taken apart when the service rejects it; a one-line
+    record whose bytes happen to be a KPL aggregate is dead-lettered as the line it is."""
+    import threading
+
+    from tailer.delivery import Backoff, Delivery
+    from tailer.errors import RecordsRejected
+    from tailer.kpl import Aggregate
+    from tailer.metrics import TailerMetrics
+    from tailer.packing import Batch
+    from tests.unit.test_shipper import FakeSink
+
+    lookalike = Aggregate(max_bytes=4096)
+    assert lookalike.add(b"first", "k") and lookalike.add(b"second", "k")
+    line = lookalike.to_bytes()
+    assert is_aggregated(line)
+
+    class Sink(FakeSink):
+        def put_records(self, records):
+            if any(data == line for data, _, _ in records):
+                raise RecordsRejected("invalid record", [0], code="ValidationException")
+            return super().put_records(records)
+
+    _records, _dead, [plain_batch] = pack("plain", "random", line)  # PlainPacker: one line a record
+    span = Span("s-00000001", 0, len(line), 1)  # the aggregating packer's lone line: its one line recorded
+    lone_batch = Batch(records=[(line, "k", None)], record_spans=[{span: 1}], lines=1, spans={span: 1})
+    for batch in (plain_batch, lone_batch):
+        sink, rejected = Sink(), []
+        delivery = Delivery(sink, TailerMetrics(), backoff=Backoff(0.001, 0.01), abort=threading.Event(),
+                            reject=lambda _batch, record, _reason: rejected.append(record[0]),  # noqa: B023
+                            permanent_retry_seconds=0.01)
+        delivery.deliver(batch)
+        assert rejected == [line]
+        assert not sink.accepted, "the record was taken apart and its fake lines sent"
+
+
+def test_an_aggregate_larger_than_a_record_is_refused_when_the_packer_is_made():
+    """The config refuses --aggregate-max-bytes past the record limit; the packer does too, whoever makes it."""
+    from tailer.partition import RandomKeys
+
+    AggregatingPacker(RandomKeys(), lambda *_: None, max_bytes=MAX_RECORD_BYTES)
+    with pytest.raises(ValueError, match="record limit"):
+        AggregatingPacker(RandomKeys(), lambda *_: None, max_bytes=MAX_RECORD_BYTES + 1)

@@ -138,7 +138,7 @@ def test_a_record_appended_during_the_delivery_and_refused_alone_is_held_as_its_
     from tailer.delivery import Backoff, Delivery
     from tailer.errors import RecordsRejected
     from tailer.metrics import TailerMetrics
-    from tailer.packing import Batch
+    from tailer.packing import Batch, Span
 
     class Sink(FakeSink):
         def put_records(self, records):
@@ -149,7 +149,8 @@ def test_a_record_appended_during_the_delivery_and_refused_alone_is_held_as_its_
             return super().put_records(records)
 
     packed = b'{"a":1}\n{"refused":2}\n{"c":3}\n'
-    batch = Batch(records=[(packed, "k0", None), (b'{"n":1}\n', "k1", None)])
+    span = Span("s-1", 0, len(packed) + 8, 4)
+    batch = Batch(records=[(packed, "k0", None), (b'{"n":1}\n', "k1", None)], record_spans=[{span: 3}, {span: 1}])
     abort = threading.Event()
     delivery = Delivery(Sink(), TailerMetrics(), backoff=Backoff(0.001, 0.01), abort=abort,
                         reject=lambda *_: None, permanent_retry_seconds=0.01)

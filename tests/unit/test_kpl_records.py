@@ -80,6 +80,24 @@ def test_a_start_outside_the_data_and_other_input_is_an_error(encode):
     assert encode(b"a\nb", 0, 100)[1:] == (2, 1)  # a line without its newline is not taken
 
 
+ODD_ARGUMENTS = [  # past a Py_ssize_t, other buffers (the C's two passes need bytes that cannot change), non-ints
+    (b"a\nb\n", 0, 2**63), (b"a\nb\n", 0, 2**100), (b"a\nb\n", 0, -2**64), (b"a\nb\n", 2**63, 5),
+    (b"a\nb\n", -2**70, 5), (memoryview(b"a\n"), 0, 5), (bytearray(b"a\n"), 0, 5), (b"a\n", 1.0, 5),
+    (b"a\n", 0, 5.0), (b"a\n", True, 5), (b"a\n", None, 5),
+]
+
+
+@needs_compiled
+@pytest.mark.parametrize("args", ODD_ARGUMENTS, ids=repr)
+def test_odd_arguments_get_the_same_answer_or_the_same_error_from_both(args):
+    def outcome(encode):
+        try:
+            return encode(*args)
+        except (TypeError, ValueError) as exc:
+            return type(exc)
+    assert outcome(compiled.kpl_records) == outcome(_encode_lines)
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=chunks, room=st.integers(0, 40_000))
 def test_what_is_encoded_reads_back_as_the_lines_taken(data, room):
