@@ -275,21 +275,22 @@ class AggregatingPacker(_PackerBase):
 
     def pack(self, span: Span, lines: list[bytes]) -> None:
         """Lines, each ending in a newline (as :func:`split_lines` gives them)."""
-        if not self._per_line_keys:
-            self.pack_chunk(span, b"".join(lines))
-            return
-        if self.pending_since is None and lines:
-            self.pending_since = self._clock()
-        self._pack_per_line_keys(span, lines)
-        self._bound_open_aggregates()
+        if self._per_line_keys:
+            self._packed(span, lines, self._pack_per_line_keys)
+        else:
+            self._packed(span, b"".join(lines), self._pack_random_key)
 
     def pack_chunk(self, span: Span, data: bytes) -> None:
         if self._per_line_keys:
-            self.pack(span, split_lines(data))
-            return
-        if self.pending_since is None and data:
+            self._packed(span, split_lines(data), self._pack_per_line_keys)
+        else:
+            self._packed(span, data, self._pack_random_key)
+
+    def _packed(self, span: Span, lines_or_chunk, pack: Callable) -> None:
+        """Per-line keys take lines, random keys the chunk; the bookkeeping around either is the same."""
+        if self.pending_since is None and lines_or_chunk:
             self.pending_since = self._clock()
-        self._pack_random_key(span, data)
+        pack(span, lines_or_chunk)
         self._bound_open_aggregates()
 
     def open_bytes(self) -> int:
